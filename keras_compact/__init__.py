@@ -1,0 +1,23 @@
+"""keras-compact: train Keras 3 networks whose neurons die exactly, then ship them small.
+
+Implements "Less is More: Towards Compact CNNs" (Zhou, Alvarez, Porikli,
+ECCV 2016): sparse penalties on neurons solved by forward-backward splitting
+(`ProxSGD`, `ProxAdam`), then removal of the dead neurons.
+"""
+
+from keras_compact import prox
+from keras_compact.callbacks import NeuronMonitor
+from keras_compact.optimizers import ProxAdam, ProxSGD
+from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GroupLasso",
+    "L1",
+    "NeuronMonitor",
+    "ProxAdam",
+    "ProxSGD",
+    "SparseGroupLasso",
+    "prox",
+]

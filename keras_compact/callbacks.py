@@ -1,0 +1,70 @@
+"""Callbacks: watch neurons die during training."""
+
+import keras
+
+from keras_compact import penalties as penalties_lib
+
+
+def _optimizer_targets(model):
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    return [target for _, target in getattr(optimizer, "proximal_targets", [])]
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class NeuronMonitor(keras.callbacks.Callback):
+    """Counts the live neurons of each penalized layer at the end of each epoch.
+
+    A neuron is live while any entry of its group (kernel slice, bias, the
+    gamma/beta of a following BatchNorm) is non-zero. The counts go into
+    `logs` as ``live_neurons/<layer>`` (so `History` and `TensorBoard` record
+    them) and, with `verbose`, into one printed line per epoch.
+
+    Args:
+        layers: which layers to watch, as a penalty's `layers` (a regex or a list
+            of names). None watches the layers the model's proximal optimizer
+            penalizes, or every hidden neuron layer if it penalizes none.
+        verbose: print one line per epoch.
+    """
+
+    def __init__(self, layers=None, verbose=1):
+        super().__init__()
+        self.layers = layers
+        self.verbose = verbose
+        self._targets = None
+
+    def _resolve(self):
+        targets = [] if self.layers is not None else _optimizer_targets(self.model)
+        if not targets:
+            # Resolve the selection as a penalty would; strength is unused.
+            selection = penalties_lib.GroupLasso(0.0, layers=self.layers)
+            targets = selection.resolve(self.model)
+        # Several penalties may act on one layer: count it once.
+        unique = {}
+        for target in targets:
+            unique.setdefault(target.layer_name, target)
+        return list(unique.values())
+
+    def live_counts(self):
+        """{layer name: (live, total)} for the watched layers, now."""
+        if self._targets is None:
+            self._targets = self._resolve()
+        return {
+            t.layer_name: (int(penalties_lib.live_neurons(t).sum()), t.num_neurons)
+            for t in self._targets
+        }
+
+    def on_train_begin(self, logs=None):
+        self._targets = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        counts = self.live_counts()
+        if logs is not None:
+            for name, (live, _) in counts.items():
+                logs[f"live_neurons/{name}"] = live
+        if self.verbose:
+            text = ", ".join(f"{name} {live}/{total}" for name, (live, total) in counts.items())
+            print(f"Epoch {epoch + 1}: live neurons: {text}")
+
+    def get_config(self):
+        return {"layers": self.layers, "verbose": self.verbose}

@@ -1,0 +1,139 @@
+"""The call graph of a Sequential or Functional model, nested models expanded.
+
+Penalties need it (which BatchNormalization follows a conv; which layers make
+the model's outputs) and so does the compactor (which channels are coupled).
+Both read the same `Graph`, built from Keras's own functional nodes.
+
+A tensor is named by a `TensorKey`: the path of nested-model calls that reach
+it plus the id of its KerasTensor, so a nested model called twice gives two
+distinct sets of tensors. The inputs and outputs of a nested model are aliased
+to the tensors of the call that uses it, so the flattened graph links an outer
+layer directly to the inner layer that produced its input.
+"""
+
+import dataclasses
+
+import keras
+
+
+@dataclasses.dataclass(eq=False)
+class LayerCall:
+    """One call of a layer: its input and output tensor keys, in flat order."""
+
+    layer: keras.layers.Layer
+    inputs: list
+    outputs: list
+    node: object  # the Keras functional Node, for its call arguments.
+
+    @property
+    def name(self):
+        return self.layer.name
+
+
+@dataclasses.dataclass
+class Graph:
+    calls: list  # LayerCall, in topological order
+    inputs: list  # TensorKey of each model input
+    outputs: list  # TensorKey of each model output
+    producer: dict  # TensorKey -> (LayerCall, output index)
+    consumers: dict  # TensorKey -> [(LayerCall, input index)]
+    tensors: dict  # TensorKey -> KerasTensor (shape and dtype)
+
+    def calls_of(self, layer):
+        return [c for c in self.calls if c.layer is layer]
+
+    def consumers_of(self, call):
+        """Every (call, input index) that reads any output of `call`."""
+        return [use for key in call.outputs for use in self.consumers.get(key, [])]
+
+
+def functional_of(model):
+    """The Functional graph behind a model, or a clear error if it has none."""
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' has no graph yet: build it "
+                "with an Input (keras.Input(shape=...)) or call it on data first."
+            )
+        return functional
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    raise ValueError(
+        f"Model '{model.name}' ({type(model).__name__}) is a subclassed model: "
+        "it has no layer graph to read. Rebuild it as a Sequential or "
+        "Functional model (see the Keras guide on the functional API)."
+    )
+
+
+def is_nested_model(layer):
+    return isinstance(layer, keras.Model)
+
+
+def build_graph(model):
+    """Flatten `model` (Sequential or Functional) into a `Graph`."""
+    graph = Graph(calls=[], inputs=[], outputs=[], producer={}, consumers={}, tensors={})
+    aliases = {}
+
+    def resolve(key):
+        while key in aliases:
+            key = aliases[key]
+        return key
+
+    def expand(functional, scope):
+        keys = {}
+
+        def key_of(tensor):
+            if id(tensor) not in keys:
+                keys[id(tensor)] = (scope, id(tensor))
+                graph.tensors[(scope, id(tensor))] = tensor
+            return keys[id(tensor)]
+
+        depths = sorted(functional._nodes_by_depth, reverse=True)
+        for depth in depths:
+            for node in functional._nodes_by_depth[depth]:
+                if node.is_input or node.operation is None:
+                    continue
+                inputs = [resolve(key_of(t)) for t in node.input_tensors]
+                outputs = [key_of(t) for t in node.outputs]
+                layer = node.operation
+                if is_nested_model(layer):
+                    inner = functional_of(layer)
+                    inner_scope = scope + ((layer.name, id(node)),)
+                    inner_inputs, inner_outputs = expand(inner, inner_scope)
+                    for inner_key, outer_key in zip(inner_inputs, inputs):
+                        aliases[inner_key] = outer_key
+                    for outer_key, inner_key in zip(outputs, inner_outputs):
+                        aliases[outer_key] = resolve(inner_key)
+                    continue
+                call = LayerCall(layer=layer, inputs=inputs, outputs=outputs, node=node)
+                graph.calls.append(call)
+                for index, key in enumerate(outputs):
+                    graph.producer[key] = (call, index)
+                for index, key in enumerate(inputs):
+                    graph.consumers.setdefault(key, []).append((call, index))
+        return [key_of(t) for t in functional.inputs], [key_of(t) for t in functional.outputs]
+
+    # Inner models are expanded before the calls that read them are visited
+    # (depth order), but an alias may be created after a key was recorded;
+    # resolve everything once more at the end.
+    inputs, outputs = expand(functional_of(model), ())
+    for call in graph.calls:
+        call.inputs = [resolve(k) for k in call.inputs]
+    graph.consumers = {}
+    for call in graph.calls:
+        for index, key in enumerate(call.inputs):
+            graph.consumers.setdefault(key, []).append((call, index))
+    graph.inputs = [resolve(k) for k in inputs]
+    graph.outputs = [resolve(k) for k in outputs]
+    return graph
+
+
+def iter_layers(model):
+    """Every layer of `model` with weights or not, nested models expanded, once each."""
+    seen = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if is_nested_model(layer) or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer

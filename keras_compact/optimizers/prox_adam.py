@@ -1,0 +1,52 @@
+"""ProxAdam: Adam followed by the exact prox of sparse penalties."""
+
+import keras
+
+from keras_compact.optimizers.proximal import ProximalMixin
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class ProxAdam(ProximalMixin, keras.optimizers.Adam):
+    """Adam, then the proximal step of each penalty (forward-backward splitting).
+
+    Each step, with learning rate tau (the schedule's value at this step):
+
+    ```
+    m = beta_1 * m + (1 - beta_1) * g;   v = beta_2 * v + (1 - beta_2) * g^2
+    w' = w - tau * m_hat / (sqrt(v_hat) + epsilon)            # Keras Adam
+    w  = prox_{tau * lambda_k * g_k}(w')       for each penalty k, in order
+    m[neuron j] = v[neuron j] = 0   for each neuron whose group is now all zero
+    ```
+
+    The prox uses tau, not Adam's per-coordinate step: this is the usual
+    proximal-Adam approximation; the prox itself is exact.
+
+    Args:
+        learning_rate, beta_1, beta_2, epsilon, amsgrad: as `keras.optimizers.Adam`.
+        penalties: a penalty or a sequence of them, applied in order.
+        reset_momentum: zero the moments of neurons whose group is zero.
+        **kwargs: the base optimizer arguments.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        penalties=(),
+        reset_momentum=True,
+        name="ProxAdam",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            name=name,
+            **kwargs,
+        )
+        self._init_proximal(penalties, reset_momentum)

@@ -1,0 +1,62 @@
+"""ProxSGD: SGD (with momentum) followed by the exact prox of sparse penalties."""
+
+import keras
+
+from keras_compact.optimizers.proximal import ProximalMixin
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class ProxSGD(ProximalMixin, keras.optimizers.SGD):
+    """Proximal stochastic gradient descent (forward-backward splitting).
+
+    Each step, with learning rate tau (the schedule's value at this step):
+
+    ```
+    velocity = momentum * velocity - tau * g                 # Keras SGD
+    w' = w + velocity                  (nesterov: w + momentum * velocity - tau * g)
+    w  = prox_{tau * lambda_k * g_k}(w')        for each penalty k, in order
+    velocity[neuron j] = 0      for each neuron whose group is now all zero
+    ```
+
+    The last line (`reset_momentum=True`) is the paper's trick: momentum
+    would otherwise push a dead neuron straight back to life.
+
+    Args:
+        learning_rate: float or `keras.optimizers.schedules.LearningRateSchedule`.
+        momentum: float >= 0.
+        nesterov: whether to use Nesterov momentum.
+        penalties: a penalty or a sequence of them (`GroupLasso`, `L1`,
+            `SparseGroupLasso`, ...); their proxes are applied in order.
+        reset_momentum: zero the momentum of neurons whose group is zero.
+        **kwargs: the base optimizer arguments (`weight_decay`, `clipnorm`,
+            `global_clipnorm`, `use_ema`, `gradient_accumulation_steps`, `name`...).
+
+    Example:
+
+    ```python
+    model.compile(
+        optimizer=keras_compact.ProxSGD(0.01, momentum=0.9,
+                                        penalties=[keras_compact.GroupLasso(1e-4)]),
+        loss="sparse_categorical_crossentropy")
+    model.fit(x, y)
+    ```
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        penalties=(),
+        reset_momentum=True,
+        name="ProxSGD",
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=momentum,
+            nesterov=nesterov,
+            name=name,
+            **kwargs,
+        )
+        self._init_proximal(penalties, reset_momentum)

@@ -1,0 +1,330 @@
+"""Sparse penalties on neurons: which neurons, how strong, serializable.
+
+A penalty names layers; `resolve` turns it, for one model, into `Target`s:
+the groups of variables whose proximal step the optimizer takes. The group of
+neuron j of a layer is its kernel slice, its bias[j] (``include_bias``), and
+the gamma[j] and beta[j] of each BatchNormalization that directly follows the
+layer: with all of them zero, channel j outputs exactly 0 whatever the batch
+statistics (../shared/PAPER.md).
+"""
+
+import dataclasses
+import math
+import re
+
+import keras
+import numpy as np
+
+from keras_compact import graph as graph_lib
+from keras_compact import prox
+
+# Layers whose output channels are neurons, and the attribute holding the
+# kernel that produces them.
+NEURON_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+
+
+@dataclasses.dataclass(eq=False)
+class Member:
+    """One variable of a neuron group, seen as (pre, n, post): neuron j is [:, j, :]."""
+
+    variable: keras.Variable
+    pre: int
+    n: int
+    post: int
+
+    def view(self, value):
+        return keras.ops.reshape(value, (self.pre, self.n, self.post))
+
+    def unview(self, value):
+        return keras.ops.reshape(value, tuple(self.variable.shape))
+
+
+@dataclasses.dataclass(eq=False)
+class Target:
+    """The variables one penalty acts on in one layer, and its group weights."""
+
+    layer_name: str
+    members: list
+    group_weights: object = None  # np.ndarray (n,) or None
+    neuron_groups: bool = True  # False for penalties without neuron structure
+
+    @property
+    def num_neurons(self):
+        return self.members[0].n
+
+    @property
+    def variables(self):
+        return [m.variable for m in self.members]
+
+
+def _kernel_member(layer):
+    """The kernel variable of a neuron layer, as a Member (pre, n, post)."""
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        kernel = layer.pointwise_kernel
+        return Member(kernel, int(np.prod(kernel.shape[:-1])), kernel.shape[-1], 1)
+    kernel = layer.kernel
+    shape = tuple(kernel.shape)
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        # (*k, in, multiplier): output channel c*multiplier + m.
+        return Member(kernel, int(np.prod(shape[:-2])), shape[-2] * shape[-1], 1)
+    if isinstance(
+        layer,
+        (
+            keras.layers.Conv1DTranspose,
+            keras.layers.Conv2DTranspose,
+            keras.layers.Conv3DTranspose,
+        ),
+    ):
+        # (*k, out, in).
+        return Member(kernel, int(np.prod(shape[:-2])), shape[-2], shape[-1])
+    return Member(kernel, int(np.prod(shape[:-1])), shape[-1], 1)
+
+
+def channel_axis(layer, rank):
+    """The axis (non-negative) of a neuron layer's output that indexes its neurons."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return 1
+    return rank - 1
+
+
+def _follows_as_batchnorm(call, use_call, graph):
+    """Whether `use_call` is a BatchNormalization over the channel axis of `call`."""
+    layer = use_call.layer
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return False
+    rank = len(graph.tensors[call.outputs[0]].shape)
+    axis = layer.axis if layer.axis >= 0 else layer.axis + rank
+    return axis == channel_axis(call.layer, rank)
+
+
+def output_layers(graph):
+    """Neuron layers whose channels reach a model output without another neuron layer."""
+    found, stack, seen = set(), list(graph.outputs), set()
+    while stack:
+        key = stack.pop()
+        if key in seen or key not in graph.producer:
+            continue
+        seen.add(key)
+        call, _ = graph.producer[key]
+        if isinstance(call.layer, NEURON_LAYERS):
+            found.add(id(call.layer))
+        else:
+            stack.extend(call.inputs)
+    return found
+
+
+class Penalty:
+    """Base class: a strength and a selection of layers.
+
+    Args:
+        strength: lambda >= 0, finite.
+        layers: a regex searched in layer names, or a list of layer names.
+            None selects every hidden neuron layer (Dense, Conv1D/2D/3D and
+            their transposes, DepthwiseConv, SeparableConv). A layer whose
+            channels are a model output is selected only when a list names it.
+    """
+
+    def __init__(self, strength, layers=None):
+        strength = float(strength)
+        if not math.isfinite(strength) or strength < 0:
+            raise ValueError(
+                f"{type(self).__name__}: strength must be finite and >= 0, got {strength}."
+            )
+        if layers is not None and not isinstance(layers, str):
+            layers = list(layers)
+            if not all(isinstance(name, str) for name in layers):
+                raise ValueError(
+                    f"{type(self).__name__}: layers must be a regex string or a "
+                    f"list of layer names, got {layers!r}."
+                )
+        elif isinstance(layers, str):
+            try:
+                re.compile(layers)
+            except re.error as error:
+                raise ValueError(
+                    f"{type(self).__name__}: layers={layers!r} is not a valid regex: {error}"
+                ) from None
+        self.strength = strength
+        self.layers = layers
+
+    def select(self, graph):
+        """The layer calls this penalty acts on, in graph order (one per layer)."""
+        outputs = output_layers(graph)
+        candidates, seen = [], set()
+        for call in graph.calls:
+            if isinstance(call.layer, NEURON_LAYERS) and id(call.layer) not in seen:
+                seen.add(id(call.layer))
+                candidates.append(call)
+        if self.layers is None:
+            return [c for c in candidates if id(c.layer) not in outputs]
+        if isinstance(self.layers, str):
+            chosen = [
+                c
+                for c in candidates
+                if re.search(self.layers, c.name) and id(c.layer) not in outputs
+            ]
+        else:
+            by_name = {c.name: c for c in candidates}
+            missing = [name for name in self.layers if name not in by_name]
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__}: no penalizable layer named "
+                    f"{missing}. Layers that could match: {sorted(by_name)}."
+                )
+            chosen = [c for c in candidates if c.name in self.layers]
+        if not chosen:
+            raise ValueError(
+                f"{type(self).__name__}: layers={self.layers!r} matches no hidden "
+                f"penalizable layer. Layers that could match: "
+                f"{[c.name for c in candidates if id(c.layer) not in outputs]} "
+                f"(output layers {[c.name for c in candidates if id(c.layer) in outputs]} "
+                "are penalized only when listed by name)."
+            )
+        return chosen
+
+    def resolve(self, model, trainable=None):
+        """The `Target`s of this penalty in `model`.
+
+        Args:
+            model: a built Sequential or Functional model.
+            trainable: optional collection of the variables being optimized;
+                a variable outside it (a frozen BatchNormalization, say) is left
+                out of every group.
+        """
+        graph = graph_lib.build_graph(model)
+        return [self._target(call, graph, trainable) for call in self.select(graph)]
+
+    def _target(self, call, graph, trainable):
+        raise NotImplementedError
+
+    def prox(self, blocks, threshold, target):
+        """New values of a target's blocks after the prox with step `threshold`."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"strength": self.strength, "layers": self.layers}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class NeuronPenalty(Penalty):
+    """A penalty on neuron groups (kernel slice, bias, following BatchNorm)."""
+
+    def __init__(self, strength, layers=None, include_bias=True, weighted=False):
+        super().__init__(strength, layers)
+        self.include_bias = bool(include_bias)
+        self.weighted = bool(weighted)
+
+    def _target(self, call, graph, trainable):
+        trainable_ids = None if trainable is None else {id(v) for v in trainable}
+
+        def usable(variable):
+            return variable is not None and (trainable_ids is None or id(variable) in trainable_ids)
+
+        kernel = _kernel_member(call.layer)
+        members = [kernel] if usable(kernel.variable) else []
+        n = kernel.n
+        extras = []
+        if self.include_bias:
+            extras.append(getattr(call.layer, "bias", None))
+        for use_call, _ in graph.consumers_of(call):
+            if _follows_as_batchnorm(call, use_call, graph):
+                extras.extend([use_call.layer.gamma, use_call.layer.beta])
+        members += [Member(v, 1, n, 1) for v in extras if usable(v)]
+        if not members:
+            raise ValueError(
+                f"{type(self).__name__}: layer '{call.name}' has no trainable "
+                "variable to penalize (is it frozen?). Leave it out of `layers`."
+            )
+        weights = None
+        if self.weighted:
+            group_size = sum(m.pre * m.post for m in members)
+            weights = np.full((n,), math.sqrt(group_size), dtype="float32")
+        return Target(call.name, members, weights)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(include_bias=self.include_bias, weighted=self.weighted)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class GroupLasso(NeuronPenalty):
+    """Group lasso on neurons: ``strength * sum_j w_j * ||group_j||_2``.
+
+    Drives whole neurons to exactly zero (block soft-threshold). ``weighted``
+    sets w_j = sqrt(group size) (Yuan and Lin); unweighted (w_j = 1) is the
+    paper's l2,1 norm.
+    """
+
+    def prox(self, blocks, threshold, target):
+        return prox.group_soft_threshold(blocks, threshold, target.group_weights)
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class L1(NeuronPenalty):
+    """Elementwise l1 on the neuron groups' variables: ``strength * ||w||_1``."""
+
+    def __init__(self, strength, layers=None, include_bias=True):
+        super().__init__(strength, layers, include_bias=include_bias, weighted=False)
+
+    def prox(self, blocks, threshold, target):
+        return [prox.soft_threshold(b, threshold) for b in blocks]
+
+    def get_config(self):
+        config = super().get_config()
+        del config["weighted"]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class SparseGroupLasso(NeuronPenalty):
+    """Sparse group lasso: ``strength * (a*||w||_1 + (1-a) * sum_j w_j ||group_j||_2)``.
+
+    Args:
+        l1_ratio: a in [0, 1]; 0 is GroupLasso, 1 is L1.
+    """
+
+    def __init__(self, strength, l1_ratio=0.5, layers=None, include_bias=True, weighted=False):
+        l1_ratio = float(l1_ratio)
+        if not 0.0 <= l1_ratio <= 1.0:
+            raise ValueError(f"SparseGroupLasso: l1_ratio must be in [0, 1], got {l1_ratio}.")
+        super().__init__(strength, layers, include_bias=include_bias, weighted=weighted)
+        self.l1_ratio = l1_ratio
+
+    def prox(self, blocks, threshold, target):
+        return prox.sparse_group_soft_threshold(
+            blocks, threshold, self.l1_ratio, target.group_weights
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["l1_ratio"] = self.l1_ratio
+        return config
+
+
+def live_neurons(target):
+    """Boolean numpy array (n,): neuron j has a non-zero entry in its group."""
+    alive = np.zeros((target.num_neurons,), dtype=bool)
+    for member in target.members:
+        value = np.asarray(keras.ops.convert_to_numpy(member.view(member.variable)))
+        alive |= np.any(value != 0, axis=(0, 2))
+    return alive

@@ -1,0 +1,113 @@
+"""Proximal operators, as small pure functions on `keras.ops` tensors.
+
+Each function solves, in closed form,
+
+    prox_{t*g}(x) = argmin_v  0.5 * ||v - x||^2 + t * g(v)
+
+for one sparse penalty g. They take and return tensors through `keras.ops`
+only, so they run on any Keras backend and inside a compiled train step.
+
+Neuron groups. A neuron's group may span several tensors (a kernel's output
+channel, its bias entry, the gamma and beta of a BatchNormalization that
+follows). The group functions therefore take a list of `blocks`, each of shape
+`(rows_i, n, cols_i)`: group j is the union of `blocks[i][:, j, :]` over all
+blocks. A tensor of any layout is brought to that shape by a reshape alone
+(see `keras_compact.penalties.Member`).
+"""
+
+from keras import ops
+
+
+def soft_threshold(x, threshold):
+    """Prox of the l1 norm (elementwise soft-threshold).
+
+    Solves ``argmin_v 0.5 * ||v - x||_2^2 + threshold * ||v||_1``, whose
+    solution is ``sign(x) * max(|x| - threshold, 0)``.
+
+    Args:
+        x: a tensor.
+        threshold: a non-negative scalar `t`.
+    """
+    threshold = ops.cast(threshold, x.dtype)
+    return ops.sign(x) * ops.maximum(ops.abs(x) - threshold, 0.0)
+
+
+def group_norms(blocks):
+    """l2 norm of each group j over `blocks` (each `(rows, n, cols)`): shape (n,)."""
+    squares = [ops.sum(ops.square(b), axis=(0, 2)) for b in blocks]
+    return ops.sqrt(sum(squares[1:], squares[0]))
+
+
+def group_shrink_factors(norms, thresholds):
+    """The factor `max(0, 1 - t_j / ||w_j||)` of block soft-thresholding.
+
+    A group whose norm is zero gets factor 0, never NaN: the division happens
+    only where the norm exceeds its threshold, which is where it is positive.
+    """
+    keep = norms > thresholds
+    safe_norms = ops.where(keep, norms, ops.ones_like(norms))
+    return ops.where(keep, 1.0 - thresholds / safe_norms, ops.zeros_like(norms))
+
+
+def group_soft_threshold(blocks, threshold, group_weights=None):
+    """Prox of the group lasso (l2,1 norm), block soft-threshold.
+
+    Solves, for blocks X_i of shape (rows_i, n, cols_i),
+
+        argmin_V  0.5 * sum_i ||V_i - X_i||^2
+                  + threshold * sum_j w_j * ||(V_1[:, j, :], ..., V_k[:, j, :])||_2
+
+    whose solution is ``V[:, j, :] = max(0, 1 - threshold*w_j/||X_j||) * X[:, j, :]``.
+    A group is exactly zero once ``||X_j|| <= threshold * w_j``.
+
+    Args:
+        blocks: list of tensors, each of shape (rows_i, n, cols_i), sharing n.
+        threshold: non-negative scalar t.
+        group_weights: optional tensor (n,) of w_j (e.g. sqrt of each group's
+            size); all ones when None (the paper's unweighted l2,1).
+    Returns:
+        a list of tensors shaped like `blocks`.
+    """
+    dtype = blocks[0].dtype
+    norms = group_norms(blocks)
+    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
+    if group_weights is not None:
+        thresholds = thresholds * ops.cast(group_weights, dtype)
+    factors = ops.reshape(group_shrink_factors(norms, thresholds), (1, -1, 1))
+    return [b * factors for b in blocks]
+
+
+def sparse_group_soft_threshold(blocks, threshold, l1_ratio, group_weights=None):
+    """Prox of the sparse group lasso (l1 plus group l2).
+
+    Solves
+
+        argmin_V  0.5 * sum_i ||V_i - X_i||^2 + threshold * (
+                  l1_ratio * ||V||_1
+                  + (1 - l1_ratio) * sum_j w_j * ||V[:, j, :]||_2 )
+
+    exactly, by soft-thresholding with ``threshold * l1_ratio`` and then
+    group-shrinking the result with ``threshold * (1 - l1_ratio)`` (the
+    composition is the exact prox of this sum; Friedman et al. 2010).
+
+    Args: as `group_soft_threshold`, plus `l1_ratio` in [0, 1].
+    """
+    l1_threshold = threshold * l1_ratio
+    group_threshold = threshold * (1.0 - l1_ratio)
+    thresholded = [soft_threshold(b, l1_threshold) for b in blocks]
+    return group_soft_threshold(thresholded, group_threshold, group_weights)
+
+
+def singular_value_threshold(x, threshold):
+    """Prox of the nuclear norm (singular value thresholding).
+
+    Solves ``argmin_V 0.5 * ||V - X||_F^2 + threshold * ||V||_*`` for a matrix
+    X = U diag(s) V^T; the solution is ``U diag(max(s - threshold, 0)) V^T``.
+
+    Args:
+        x: a matrix (m, n).
+        threshold: a non-negative scalar t.
+    """
+    u, s, vt = ops.svd(x, full_matrices=False)
+    s = ops.maximum(s - ops.cast(threshold, s.dtype), 0.0)
+    return ops.matmul(u * ops.expand_dims(s, 0), vt)

@@ -8,7 +8,7 @@ ECCV 2016): sparse penalties on neurons solved by forward-backward splitting
 from keras_compact import prox
 from keras_compact.callbacks import NeuronMonitor
 from keras_compact.optimizers import ProxAdam, ProxSGD
-from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso
+from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso, TensorLowRank
 
 __version__ = "0.1.0"
 
@@ -19,5 +19,6 @@ __all__ = [
     "ProxAdam",
     "ProxSGD",
     "SparseGroupLasso",
+    "TensorLowRank",
     "prox",
 ]

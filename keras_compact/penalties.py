@@ -128,6 +128,10 @@ def output_layers(graph):
 class Penalty:
     """Base class: a strength and a selection of layers.
 
+    Subclasses set `layer_types` (the layers they can act on), `_target` (the
+    variables of one layer they act on) and `prox`; `every` > 1 makes the
+    optimizer apply the prox every `every` steps, with `every` times the step.
+
     Args:
         strength: lambda >= 0, finite.
         layers: a regex searched in layer names, or a list of layer names.
@@ -135,6 +139,9 @@ class Penalty:
             their transposes, DepthwiseConv, SeparableConv). A layer whose
             channels are a model output is selected only when a list names it.
     """
+
+    layer_types = NEURON_LAYERS
+    every = 1
 
     def __init__(self, strength, layers=None):
         strength = float(strength)
@@ -164,7 +171,7 @@ class Penalty:
         outputs = output_layers(graph)
         candidates, seen = [], set()
         for call in graph.calls:
-            if isinstance(call.layer, NEURON_LAYERS) and id(call.layer) not in seen:
+            if isinstance(call.layer, self.layer_types) and id(call.layer) not in seen:
                 seen.add(id(call.layer))
                 candidates.append(call)
         if self.layers is None:
@@ -318,6 +325,82 @@ class SparseGroupLasso(NeuronPenalty):
     def get_config(self):
         config = super().get_config()
         config["l1_ratio"] = self.l1_ratio
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class TensorLowRank(Penalty):
+    """Low rank of each selected kernel, by singular value thresholding.
+
+    For a Dense kernel W (in, out) the penalty is ``strength * ||W||_*`` and
+    its prox, SVT, is exact. A conv kernel is a tensor: the sum of the nuclear
+    norms of its unfoldings (Liu et al., PAMI 2013) has no closed-form prox,
+    so `method` chooses the approximation:
+
+    - "output" (default): SVT of the matricization (kh*kw*in, out), exact for
+      the penalty ``||W_(out)||_*``. A kernel of rank r there factorizes into a
+      kh x kw conv with r filters followed by a 1x1 conv (`keras_compact.compact`).
+    - "spatial": SVT of (kh*in, kw*out) (2D convs only): low rank there gives
+      the spatially separable split, a kh x 1 conv then a 1 x kw conv.
+    - "average": the average, over every mode i, of SVT of the mode-i
+      unfolding folded back (the usual approximation of the tensor penalty).
+
+    Args:
+        strength: lambda >= 0.
+        layers: as every penalty; by default every hidden Dense and Conv1D/2D/3D.
+        every: apply the prox every `every` steps with a step `every` times as
+            large (SVDs are costly).
+        method: "output", "spatial" or "average".
+    """
+
+    layer_types = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+    methods = ("output", "spatial", "average")
+
+    def __init__(self, strength, layers=None, every=1, method="output"):
+        super().__init__(strength, layers)
+        if int(every) != every or every < 1:
+            raise ValueError(f"TensorLowRank: every must be an integer >= 1, got {every!r}.")
+        if method not in self.methods:
+            raise ValueError(f"TensorLowRank: method must be one of {self.methods}, got {method!r}.")
+        self.every = int(every)
+        self.method = method
+
+    def _target(self, call, graph, trainable):
+        kernel = call.layer.kernel
+        if self.method == "spatial" and len(kernel.shape) != 4:
+            raise ValueError(
+                f"TensorLowRank(method='spatial'): layer '{call.name}' has a "
+                f"kernel of shape {tuple(kernel.shape)}; 'spatial' needs a Conv2D."
+            )
+        if getattr(call.layer, "groups", 1) != 1:
+            raise ValueError(
+                f"TensorLowRank: layer '{call.name}' is a grouped conv "
+                f"(groups={call.layer.groups}); leave it out of `layers`."
+            )
+        return Target(call.name, [_kernel_member(call.layer)], neuron_groups=False)
+
+    def prox(self, blocks, threshold, target):
+        kernel = target.members[0].unview(blocks[0])
+        shape = tuple(kernel.shape)
+        if self.method == "output":
+            matrix = keras.ops.reshape(kernel, (-1, shape[-1]))
+            return [keras.ops.reshape(prox.singular_value_threshold(matrix, threshold), blocks[0].shape)]
+        if self.method == "spatial":
+            kh, kw, cin, cout = shape
+            matrix = keras.ops.reshape(keras.ops.transpose(kernel, (0, 2, 1, 3)), (kh * cin, kw * cout))
+            low = keras.ops.reshape(prox.singular_value_threshold(matrix, threshold), (kh, cin, kw, cout))
+            return [target.members[0].view(keras.ops.transpose(low, (0, 2, 1, 3)))]
+        folded = []
+        for mode in range(len(shape)):
+            moved = keras.ops.moveaxis(kernel, mode, 0)
+            unfolded = keras.ops.reshape(moved, (shape[mode], -1))
+            low = keras.ops.reshape(prox.singular_value_threshold(unfolded, threshold), moved.shape)
+            folded.append(keras.ops.moveaxis(low, 0, mode))
+        return [target.members[0].view(sum(folded[1:], folded[0]) / len(folded))]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(every=self.every, method=self.method)
         return config
 
 

@@ -148,27 +148,47 @@ class ProximalMixin:
             )
         else:
             for entry in self._proximal.entries:
-                self._proximal_step(entry, entry.target.variables, entry.slots, learning_rate)
+                self._proximal_step(
+                    entry, entry.target.variables, entry.slots, learning_rate, self.iterations
+                )
 
     def _distributed_proximal_step(self, distribution, learning_rate):
         # `extended.update` runs the function once per replica, on that
         # replica's component of the first variable and (select_replica) of
         # every other variable passed in `args`.
+        iterations = self.iterations.value
         for entry in self._proximal.entries:
             variables = [v.value for v in entry.target.variables]
             slots = [[s.value for s in member_slots] for member_slots in entry.slots]
 
-            def step(first, rest, slots, learning_rate, entry=entry):
-                self._proximal_step(entry, [first, *rest], slots, learning_rate)
+            def step(first, rest, slots, learning_rate, iterations, entry=entry):
+                self._proximal_step(entry, [first, *rest], slots, learning_rate, iterations)
 
             distribution.extended.update(
-                variables[0], step, args=(variables[1:], slots, learning_rate), group=False
+                variables[0],
+                step,
+                args=(variables[1:], slots, learning_rate, iterations),
+                group=False,
             )
 
-    def _proximal_step(self, entry, variables, slots, learning_rate):
+    def _proximal_step(self, entry, variables, slots, learning_rate, iterations):
+        """The prox of one penalty on one target (on one replica's variables)."""
+        every = entry.penalty.every
+        if every == 1:
+            self._apply_prox(entry, variables, slots, learning_rate)
+            return
+        # Every `every` steps, a step `every` times as large: the same total
+        # shrinkage per step as every=1, for 1/every of the SVDs.
+        keras.ops.cond(
+            keras.ops.equal(iterations % every, 0),
+            lambda: self._apply_prox(entry, variables, slots, learning_rate * every),
+            lambda: None,
+        )
+
+    def _apply_prox(self, entry, variables, slots, step_size):
         members = entry.target.members
         dtype = variables[0].dtype
-        threshold = keras.ops.cast(learning_rate, dtype) * entry.penalty.strength
+        threshold = keras.ops.cast(step_size, dtype) * entry.penalty.strength
         blocks = [m.view(v) for m, v in zip(members, variables)]
         new_blocks = entry.penalty.prox(blocks, threshold, entry.target)
         for member, variable, block in zip(members, variables, new_blocks):

@@ -1,0 +1,138 @@
+"""TensorLowRank: SVT on kernels, its approximations for conv tensors, `every`."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compact as kc
+
+
+def numpy_svt(matrix, t):
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    return (u * np.maximum(s - t, 0)) @ vt
+
+
+def model_with_conv_and_dense(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((9, 9, 4))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(12, activation="relu", name="fc")(x)
+    outputs = keras.layers.Dense(3, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def prox_once(model, penalty, lr=0.1):
+    """One ProxSGD step with zero gradients: the prox alone, with t = lr * strength."""
+    optimizer = kc.ProxSGD(lr, penalties=[penalty]).bind(model)
+    zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+    optimizer.apply(zeros, model.trainable_variables)
+
+
+def test_dense_kernel_is_exact_svt():
+    model = model_with_conv_and_dense()
+    kernel = model.get_layer("fc").kernel.numpy()
+    s = np.linalg.svd(kernel, compute_uv=False)
+    t = float(np.median(s))  # half the singular values go
+    prox_once(model, kc.TensorLowRank(t / 0.1, layers=["fc"]))
+    got = model.get_layer("fc").kernel.numpy()
+    np.testing.assert_allclose(got, numpy_svt(kernel, t), atol=1e-5)
+    assert np.linalg.matrix_rank(got, tol=1e-4) == np.sum(s > t)
+
+
+@pytest.mark.parametrize("method", ["output", "spatial", "average"])
+def test_conv_kernel_methods_match_numpy(method):
+    model = model_with_conv_and_dense()
+    kernel = model.get_layer("conv").kernel.numpy()  # (3, 3, 4, 6)
+    t = 0.3
+    prox_once(model, kc.TensorLowRank(t / 0.1, layers=["conv"], method=method))
+    got = model.get_layer("conv").kernel.numpy()
+    if method == "output":
+        expected = numpy_svt(kernel.reshape(-1, 6), t).reshape(kernel.shape)
+    elif method == "spatial":
+        matrix = kernel.transpose(0, 2, 1, 3).reshape(3 * 4, 3 * 6)
+        expected = numpy_svt(matrix, t).reshape(3, 4, 3, 6).transpose(0, 2, 1, 3)
+    else:
+        folded = []
+        for mode in range(4):
+            moved = np.moveaxis(kernel, mode, 0)
+            low = numpy_svt(moved.reshape(moved.shape[0], -1), t).reshape(moved.shape)
+            folded.append(np.moveaxis(low, 0, mode))
+        expected = np.mean(folded, axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_every_k_applies_a_k_times_larger_step_every_k_steps():
+    model = model_with_conv_and_dense()
+    kernel = model.get_layer("fc").kernel.numpy()
+    optimizer = kc.ProxSGD(0.1, penalties=[kc.TensorLowRank(1.0, layers=["fc"], every=3)])
+    optimizer.bind(model)
+    zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+    optimizer.apply(zeros, model.trainable_variables)  # step 0: applied, t = 3 * 0.1
+    after_first = model.get_layer("fc").kernel.numpy()
+    np.testing.assert_allclose(after_first, numpy_svt(kernel, 0.3), atol=1e-5)
+    optimizer.apply(zeros, model.trainable_variables)  # steps 1, 2: not applied
+    optimizer.apply(zeros, model.trainable_variables)
+    np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), after_first)
+    optimizer.apply(zeros, model.trainable_variables)  # step 3: applied
+    np.testing.assert_allclose(
+        model.get_layer("fc").kernel.numpy(), numpy_svt(after_first, 0.3), atol=1e-5
+    )
+
+
+def test_low_rank_with_group_lasso_on_the_same_layer():
+    model = model_with_conv_and_dense()
+    kernel = model.get_layer("fc").kernel.numpy()
+    bias = model.get_layer("fc").bias.numpy()
+    penalties = [kc.GroupLasso(1.0, layers=["fc"]), kc.TensorLowRank(2.0, layers=["fc"])]
+    optimizer = kc.ProxSGD(0.1, penalties=penalties).bind(model)
+    optimizer.apply(
+        [np.zeros(v.shape, "float32") for v in model.trainable_variables],
+        model.trainable_variables,
+    )
+    # Group prox first (t = 0.1), then SVT (t = 0.2), in the order given.
+    full = np.vstack([kernel, bias[None]])
+    norms = np.linalg.norm(full, axis=0)
+    scale = np.maximum(0, 1 - 0.1 / norms)
+    expected = numpy_svt(kernel * scale, 0.2)
+    np.testing.assert_allclose(model.get_layer("fc").kernel.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer_class", [kc.ProxSGD, kc.ProxAdam])
+def test_fit_lowers_rank(optimizer_class):
+    model = model_with_conv_and_dense()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 9, 9, 4)).astype("float32"), rng.integers(0, 3, 64)
+    optimizer = optimizer_class(
+        0.01, penalties=[kc.GroupLasso(0.1), kc.TensorLowRank(20.0)]
+    )
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=4, batch_size=16, verbose=0)
+    assert np.linalg.matrix_rank(model.get_layer("fc").kernel.numpy(), tol=1e-5) < 12
+    conv = model.get_layer("conv").kernel.numpy().reshape(-1, 6)
+    assert np.linalg.matrix_rank(conv, tol=1e-5) < 6
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: kc.TensorLowRank(1.0, every=0), "every must be an integer >= 1"),
+        (lambda: kc.TensorLowRank(1.0, every=1.5), "every must be an integer >= 1"),
+        (lambda: kc.TensorLowRank(1.0, method="tucker"), "method must be one of"),
+    ],
+)
+def test_bad_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_spatial_needs_conv2d():
+    model = model_with_conv_and_dense()
+    with pytest.raises(ValueError, match="layer 'fc'.*needs a Conv2D"):
+        kc.TensorLowRank(1.0, layers=["fc"], method="spatial").resolve(model)
+
+
+def test_serialization_round_trip():
+    penalty = kc.TensorLowRank(1e-3, layers="conv", every=10, method="average")
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(penalty))
+    assert restored.get_config() == penalty.get_config()

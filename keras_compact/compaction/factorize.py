@@ -189,7 +189,7 @@ def factorize(model, rtol=1e-5):
         return model, []
     functional = model
     if isinstance(model, keras.Sequential):
-        functional = keras.Model(model.input, model.output, name=model.name)
+        functional = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     pairs, records = {}, []
     for layer in functional.layers:
         if id(layer) in plans:

@@ -28,6 +28,10 @@ def _unique_name(call, used):
 def _clone(layer, weights, config=None):
     """A new instance of `layer` from its config, and its weights as they are."""
     config = layer.get_config() if config is None else config
+    if isinstance(layer, keras.layers.Lambda):
+        # The function is already in memory (its loading was the moment to
+        # refuse it); re-creating it from its own config adds no risk.
+        return keras.layers.Lambda.from_config(config, safe_mode=False), []
     return layer.__class__.from_config(config), [weights.get(v) for v in layer.weights]
 
 

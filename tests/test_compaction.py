@@ -391,3 +391,17 @@ def test_subclassed_and_unbuilt_models_are_refused():
         keras_compact.compact(net)
     with pytest.raises(ValueError, match="no graph yet"):
         keras_compact.compact(keras.Sequential([L.Dense(2)]))
+
+
+def test_folding_into_a_layer_without_bias_gives_it_one():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            L.Dense(5, activation="relu", name="d1"),
+            L.Dense(3, use_bias=False, name="d2"),
+            L.Dense(2, name="out"),
+        ]
+    )
+    kill(model.get_layer("d1"), [2], bias=0.8)
+    compact_model, _ = compact_and_check(model, {"d1": 4, "d2": 3})
+    assert compact_model.get_layer("d2").use_bias

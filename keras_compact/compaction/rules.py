@@ -182,14 +182,28 @@ class RescalingRule(PassThroughRule):
         return const * float(layer.scale) + float(layer.offset)
 
 
+def _require_channel_axis(axis, key, analysis, what):
+    """Raise `Barrier` unless `axis` is the last (channel) axis of tensor `key`."""
+    rank = len(analysis.shape(key))
+    if (axis if axis >= 0 else axis + rank) != rank - 1:
+        raise Barrier(f"{what} along an axis other than the channels")
+
+
+def _activated(call, slots, pre_activation, analysis):
+    """The output channels of a layer with an `activation`, constants included."""
+    layer = call.layer
+    name = activation_name(layer.activation)
+    if name not in ELEMENTWISE_ACTIVATIONS:
+        analysis.keep(slots, f"activation '{name}' of '{layer.name}' mixes channels")
+        return [analysis.channels(slots, np.full(len(slots), np.nan))]
+    return [analysis.channels(slots, apply_elementwise(layer.activation, pre_activation))]
+
+
 class BatchNormalizationRule(PassThroughRule):
     """Inference BatchNorm: an affine map per channel (gamma = 0 makes it constant)."""
 
     def check(self, layer, call, analysis):
-        rank = len(analysis.shape(call.inputs[0]))
-        axis = layer.axis if layer.axis >= 0 else layer.axis + rank
-        if axis != rank - 1:
-            raise Barrier("BatchNormalization over an axis other than the channels")
+        _require_channel_axis(layer.axis, call.inputs[0], analysis, "BatchNormalization")
 
     def _affine(self, layer, weights, n):
         gamma = weights.get(layer.gamma) if layer.scale else np.ones(n)
@@ -298,10 +312,7 @@ def _difference(stacked):
 
 class ConcatenateRule(Rule):
     def check(self, layer, call, analysis):
-        rank = len(analysis.shape(call.outputs[0]))
-        axis = layer.axis if layer.axis >= 0 else layer.axis + rank
-        if axis != rank - 1:
-            raise Barrier("Concatenate along an axis other than the channels")
+        _require_channel_axis(layer.axis, call.outputs[0], analysis, "Concatenate")
 
     def propagate(self, call, inputs, analysis):
         return [
@@ -310,6 +321,14 @@ class ConcatenateRule(Rule):
                 np.concatenate([s.const for s in inputs]),
             )
         ]
+
+
+def _folded_bias(config, bias, contribution, dtype):
+    """bias + what the removed constant inputs contributed; a layer without bias gets one."""
+    if bias is None:
+        config["use_bias"] = True
+        bias = np.zeros(contribution.shape, dtype)
+    return (bias.astype("float64") + contribution).astype(dtype)
 
 
 class NeuronRule(Rule):
@@ -349,13 +368,8 @@ class NeuronRule(Rule):
         other_axes = tuple(a for a in range(kernel.ndim) if a != out_axis)
         dead = ~np.any(kernel != 0, axis=other_axes)
         slots = analysis.output_slots(call, 0, n)
-        name = activation_name(layer.activation)
-        if name not in ELEMENTWISE_ACTIVATIONS:
-            analysis.keep(slots, f"activation '{name}' of '{layer.name}' mixes channels")
-            return [analysis.channels(slots, np.full(n, np.nan))]
         bias = analysis.weights.get(layer.bias) if layer.use_bias else np.zeros(n)
-        pre = np.where(dead, bias.astype("float64"), np.nan)
-        return [analysis.channels(slots, apply_elementwise(layer.activation, pre))]
+        return _activated(call, slots, np.where(dead, bias.astype("float64"), np.nan), analysis)
 
     def fold_exact(self, layer):
         if isinstance(layer, keras.layers.Dense):
@@ -384,10 +398,7 @@ class NeuronRule(Rule):
             # sum_window(kernel) . constant: what the removed inputs added to every output.
             k = np.moveaxis(kernel, (in_axis, out_axis), (-2, -1))
             contribution = fold.astype("float64") @ _spatial_sum_matrix(k).astype("float64")
-            if bias is None:
-                config["use_bias"] = True
-                bias = np.zeros(kernel.shape[out_axis], kernel.dtype)
-            bias = (bias.astype("float64") + contribution).astype(kernel.dtype)
+            bias = _folded_bias(config, bias, contribution, kernel.dtype)
         if not kept_in.all():
             kernel = np.compress(kept_in, kernel, axis=in_axis)
         if not kept_out.all():
@@ -421,13 +432,7 @@ class DepthwiseRule(Rule):
         through = np.where((const == 0) | self.fold_exact(layer), const * window_sum, np.nan)
         pre = np.where(dead, 0.0, through).reshape(-1)
         bias = analysis.weights.get(layer.bias) if layer.use_bias else 0.0
-        pre = pre + bias
-        name = activation_name(layer.activation)
-        slots = np.repeat(source.slots, multiplier)
-        if name not in ELEMENTWISE_ACTIVATIONS:
-            analysis.keep(slots, f"activation '{name}' of '{layer.name}' mixes channels")
-            return [analysis.channels(slots, np.full(len(slots), np.nan))]
-        return [analysis.channels(slots, apply_elementwise(layer.activation, pre))]
+        return _activated(call, np.repeat(source.slots, multiplier), pre + bias, analysis)
 
     def rebuild(self, layer, masks, weights):
         kept = masks.input(0)
@@ -478,10 +483,7 @@ class SeparableRule(NeuronRule):
         if fold is not None:
             row_values = np.repeat(fold, multiplier) * window_sum
             contribution = row_values.astype("float64") @ rows.astype("float64")
-            if bias is None:
-                config["use_bias"] = True
-                bias = np.zeros(pointwise.shape[-1], pointwise.dtype)
-            bias = (bias.astype("float64") + contribution).astype(pointwise.dtype)
+            bias = _folded_bias(config, bias, contribution, pointwise.dtype)
         kept_rows = np.repeat(kept_in, multiplier)
         depthwise = np.compress(kept_in, depthwise, axis=depthwise.ndim - 2)
         pointwise = np.compress(kept_rows, pointwise, axis=pointwise.ndim - 2)

@@ -405,3 +405,17 @@ def test_folding_into_a_layer_without_bias_gives_it_one():
     kill(model.get_layer("d1"), [2], bias=0.8)
     compact_model, _ = compact_and_check(model, {"d1": 4, "d2": 3})
     assert compact_model.get_layer("d2").use_bias
+
+
+def test_raw_ops_in_a_functional_graph():
+    # MobileNetV3's hard swish: x * relu6(x + 3) / 6, written with operators.
+    inputs = keras.Input((5, 5, 2))
+    x = L.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = x * (L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0))
+    x = L.Conv2D(3, 3, padding="same", name="c2")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    kill(model.get_layer("c1"), [0])  # 0 * hard_sigmoid(0): exactly 0
+    kill(model.get_layer("c1"), [1], bias=1.0)  # hard_swish(1) != 0 into a 'same' conv: kept
+    _, report = compact_and_check(model, {"c1": 3, "c2": 3})
+    assert not report.barriers

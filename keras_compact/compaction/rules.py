@@ -18,6 +18,17 @@ is one entry in `RULES`.
 
 import keras
 import numpy as np
+from keras.src.ops import numpy as ops_numpy  # the op classes are not public
+
+_ELEMENTWISE_OPS = (
+    ops_numpy.Add,
+    ops_numpy.Subtract,
+    ops_numpy.Multiply,
+    ops_numpy.Divide,
+    ops_numpy.TrueDivide,
+    ops_numpy.Maximum,
+    ops_numpy.Minimum,
+)
 
 # Activations that act on each channel alone: a constant channel stays a
 # constant (act(value)). Anything else (softmax, log_softmax) mixes channels.
@@ -495,6 +506,35 @@ class SeparableRule(NeuronRule):
         return config, new
 
 
+class ElementwiseOpRule(Rule):
+    """Raw keras.ops arithmetic in a functional graph (`x + 3.0`, `x * y`, as in MobileNetV3).
+
+    Tensor operands are coupled channel by channel, as by a merge layer;
+    other operands must be scalars. Constants are computed by the op itself.
+    """
+
+    def check(self, layer, call, analysis):
+        if len({analysis.shape(key)[-1] for key in call.inputs}) != 1:
+            raise Barrier(f"{type(layer).__name__} broadcasts channels")
+        arguments = call.node.arguments
+        for value in keras.tree.flatten((arguments.args, arguments.kwargs)):
+            if not isinstance(value, keras.KerasTensor) and np.ndim(value) != 0:
+                raise Barrier(f"{type(layer).__name__} with a non-scalar constant operand")
+
+    def propagate(self, call, inputs, analysis):
+        slots = inputs[0].slots
+        for other in inputs[1:]:
+            analysis.union(slots, other.slots)
+        constants = {
+            id(tensor): keras.ops.convert_to_tensor(source.const[None].astype("float32"))
+            for tensor, source in zip(call.node.input_tensors, inputs)
+        }
+        args, kwargs = call.node.arguments.fill_in(constants)
+        value = keras.ops.convert_to_numpy(call.layer(*args, **kwargs))
+        value = np.broadcast_to(value, (1, len(slots)))[0].astype("float64")
+        return [analysis.channels(slots, value)]
+
+
 L = keras.layers
 
 # THE table. Looked up by exact class first, then along the class's MRO, so a
@@ -564,6 +604,8 @@ RULES = {
     L.UnitNormalization: BarrierRule("UnitNormalization mixes channels"),
     L.Normalization: BarrierRule("Normalization keeps its own per-feature statistics"),
     L.Lambda: BarrierRule("a Lambda layer's computation is opaque"),
+    # Operations that `x + 3.0` and the like put into a functional graph.
+    **{op: ElementwiseOpRule() for op in _ELEMENTWISE_OPS},
 }
 
 

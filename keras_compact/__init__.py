@@ -7,12 +7,14 @@ ECCV 2016): sparse penalties on neurons solved by forward-backward splitting
 
 from keras_compact import prox
 from keras_compact.callbacks import NeuronMonitor
+from keras_compact.compaction import CompactionReport, compact
 from keras_compact.optimizers import ProxAdam, ProxSGD
 from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso, TensorLowRank
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompactionReport",
     "GroupLasso",
     "L1",
     "NeuronMonitor",
@@ -20,5 +22,6 @@ __all__ = [
     "ProxSGD",
     "SparseGroupLasso",
     "TensorLowRank",
+    "compact",
     "prox",
 ]

@@ -1,0 +1,58 @@
+"""Compaction: rebuild a model without its dead neurons, exactly.
+
+    compact_model, report = keras_compact.compact(model)
+
+Which channels go is decided from weights only (`channels`), per-layer
+behaviour lives in one table of rules (`rules.RULES`), the rebuild slices
+weights and folds constants into biases (`rebuild`), and the result is
+checked against the original on a random batch (`verify`).
+"""
+
+from keras_compact import graph as graph_lib
+from keras_compact.compaction.channels import WeightCache, analyze
+from keras_compact.compaction.rebuild import rebuild
+from keras_compact.compaction.report import CompactionReport, LayerReport, make_report
+from keras_compact.compaction.verify import CompactionError, random_batch
+from keras_compact.compaction.verify import verify as verify_models
+
+
+def compact(model, *, sample_data=None, atol=1e-5, rtol=1e-4, verify=True, seed=0):
+    """A copy of `model` without its dead neurons, and a `CompactionReport`.
+
+    A channel goes when, from the weights alone, it is a structural constant
+    that is zero where it is cut or folds exactly into every consumer's bias,
+    or when nothing reads it (all outgoing weights zero). Channels coupled by
+    Add, Multiply, ... go together. Model outputs keep all their channels.
+
+    Args:
+        model: a built Sequential or Functional model (nested models, shared
+            layers, several inputs and outputs are fine). It is not modified.
+        sample_data: optional inputs (as `model(...)` takes them) on which the
+            two models are compared too, beside a random batch.
+        atol, rtol: tolerance of the comparison, |a - b| <= atol + rtol * |a|.
+        verify: compare the two models (raise `CompactionError` if they differ).
+        seed: seed of the random batch.
+
+    Returns:
+        (compact_model, report): a plain Functional Keras model of standard
+        layers (nested models expanded) and a `CompactionReport`.
+    """
+    graph = graph_lib.build_graph(model)
+    weights = WeightCache()
+    analysis = analyze(graph, weights)
+    rebuilt = rebuild(model, graph, analysis, weights)
+    report = make_report(model, graph, analysis, rebuilt)
+    if verify:
+        report.max_abs_diff, report.max_rel_diff = verify_models(
+            model, rebuilt.model, sample_data=sample_data, atol=atol, rtol=rtol, seed=seed
+        )
+    return rebuilt.model, report
+
+
+__all__ = [
+    "CompactionError",
+    "CompactionReport",
+    "LayerReport",
+    "compact",
+    "random_batch",
+]

@@ -1,0 +1,183 @@
+"""What compaction did: parameters, FLOPs and units per layer, and why channels stayed."""
+
+import collections
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_compact import graph as graph_lib
+from keras_compact.penalties import NEURON_LAYERS
+
+_TRANSPOSED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+def _positions(shape):
+    """The number of positions a per-position layer runs at (all but batch and channels)."""
+    dims = tuple(shape)[1:-1]
+    return None if None in dims else math.prod(dims)
+
+
+def call_flops(call, graph):
+    """Multiply-adds of one call of a Dense/conv layer, for one sample (None if unknown)."""
+    layer = call.layer
+    if not isinstance(layer, NEURON_LAYERS):
+        return 0
+    if isinstance(layer, _SEPARABLE):
+        per_position = math.prod(layer.depthwise_kernel.shape) + math.prod(
+            layer.pointwise_kernel.shape
+        )
+    else:
+        per_position = math.prod(layer.kernel.shape)
+    # Dense and transposed convs run their kernel once per input position;
+    # the others once per output position.
+    if isinstance(layer, (keras.layers.Dense, *_TRANSPOSED)):
+        positions = _positions(graph.tensors[call.inputs[0]].shape)
+    else:
+        positions = _positions(graph.tensors[call.outputs[0]].shape)
+    return None if positions is None else positions * per_position
+
+
+def flops_by_layer(graph):
+    """id(layer) -> multiply-adds per sample over all its calls (None if a shape is unknown)."""
+    totals = {}
+    for call in graph.calls:
+        flops = call_flops(call, graph)
+        previous = totals.get(id(call.layer), 0)
+        totals[id(call.layer)] = None if flops is None or previous is None else previous + flops
+    return totals
+
+
+def _total(flops):
+    return sum(f for f in flops.values() if f is not None)
+
+
+@dataclasses.dataclass
+class LayerReport:
+    name: str
+    type: str
+    units_before: int
+    units_after: int
+    params_before: int
+    params_after: int
+    flops_before: object  # int, or None where a shape is unknown
+    flops_after: object
+    dead_found: int  # output channels that are structurally constant (all-zero kernel slice)
+    reason_kept: dict  # why the kept units stay: reason -> number of units
+
+
+@dataclasses.dataclass
+class CompactionReport:
+    """The outcome of `compact`: totals before/after, verification, and per-layer detail."""
+
+    model_name: str
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    max_abs_diff: object = None  # float; None when not verified
+    max_rel_diff: object = None
+    layers: list = dataclasses.field(default_factory=list)  # LayerReport
+    barriers: dict = dataclasses.field(default_factory=dict)  # layer name -> why
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def table(self):
+        """A readable text table, one row per neuron layer, then the totals."""
+        header = ("layer", "type", "units", "dead", "params", "MFLOPs", "kept because")
+        rows = []
+        for entry in self.layers:
+            reasons = ", ".join(
+                f"{reason} ({count})" for reason, count in sorted(entry.reason_kept.items())
+            )
+            rows.append(
+                (
+                    entry.name,
+                    entry.type,
+                    f"{entry.units_before} -> {entry.units_after}",
+                    str(entry.dead_found),
+                    f"{entry.params_before:,} -> {entry.params_after:,}",
+                    f"{_mega(entry.flops_before)} -> {_mega(entry.flops_after)}",
+                    reasons,
+                )
+            )
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+        lines = []
+        for row in [header, *rows]:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+            lines.append("  ".join([*cells, row[-1]]).rstrip())
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("")
+        lines.append(
+            f"parameters {self.params_before:,} -> {self.params_after:,} "
+            f"({_ratio(self.params_after, self.params_before)}); "
+            f"MFLOPs {_mega(self.flops_before)} -> {_mega(self.flops_after)} "
+            f"({_ratio(self.flops_after, self.flops_before)})"
+        )
+        if self.max_abs_diff is not None:
+            lines.append(
+                f"verified: max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}"
+            )
+        for name, why in self.barriers.items():
+            lines.append(f"barrier '{name}': {why}")
+        return "\n".join(lines)
+
+
+def _mega(flops):
+    return "?" if flops is None else f"{flops / 1e6:.3f}"
+
+
+def _ratio(after, before):
+    return f"{after / before:.1%}" if before else "n/a"
+
+
+def make_report(model, graph, analysis, rebuilt):
+    new_graph = graph_lib.build_graph(rebuilt.model)
+    flops_before, flops_after = flops_by_layer(graph), flops_by_layer(new_graph)
+    layers, seen = [], set()
+    for call in graph.calls:
+        layer = call.layer
+        if not isinstance(layer, NEURON_LAYERS) or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        new_layer = rebuilt.layer_map[id(layer)]
+        out_key = call.outputs[0]
+        if analysis.has_channels(out_key):
+            kept = analysis.kept(out_key)
+            dead = int((~np.isnan(analysis.const(out_key))).sum())
+            reasons = collections.Counter(
+                r for r, k in zip(analysis.reasons(out_key), kept) if k and r is not None
+            )
+        else:
+            kept, dead, reasons = None, 0, {}
+        units = graph.tensors[out_key].shape[-1]
+        layers.append(
+            LayerReport(
+                name=layer.name,
+                type=type(layer).__name__,
+                units_before=int(units),
+                units_after=int(units if kept is None else kept.sum()),
+                params_before=int(layer.count_params()),
+                params_after=int(new_layer.count_params()),
+                flops_before=flops_before.get(id(layer)),
+                flops_after=flops_after.get(id(new_layer)),
+                dead_found=dead,
+                reason_kept=dict(reasons),
+            )
+        )
+    return CompactionReport(
+        model_name=model.name,
+        params_before=int(model.count_params()),
+        params_after=int(rebuilt.model.count_params()),
+        flops_before=_total(flops_before),
+        flops_after=_total(flops_after),
+        layers=layers,
+        barriers=dict(analysis.barriers),
+    )

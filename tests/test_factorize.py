@@ -24,13 +24,17 @@ def assert_same_function(model, new, input_shape):
 
 def test_dense_factorized_exactly():
     model = keras.Sequential(
-        [keras.Input((30,)), keras.layers.Dense(40, activation="relu", name="fc"), keras.layers.Dense(2)]
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(40, activation="relu", name="fc"),
+            keras.layers.Dense(2, name="out"),
+        ]
     )
     model.get_layer("fc").kernel.assign(low_rank(30, 40, 3))
     new, (record,) = factorize(model)
     assert (record.name, record.form, record.rank, record.full_rank) == ("fc", "dense", 3, 30)
     assert record.params_after == 30 * 3 + 3 * 40 + 40 < record.params_before
-    assert [l.name for l in new.layers if isinstance(l, keras.layers.Dense)] == ["fc_factor", "fc", "dense"]
+    assert [l.name for l in new.layers if isinstance(l, keras.layers.Dense)] == ["fc_factor", "fc", "out"]
     assert new.get_layer("fc_factor").use_bias is False
     assert_same_function(model, new, (30,))
 

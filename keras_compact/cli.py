@@ -65,6 +65,8 @@ def _compact(model, args, path):
             atol=args.atol,
             rtol=args.rtol,
             verify=not args.no_verify,
+            factorize=not args.no_factorize,
+            rank_rtol=args.rank_rtol,
         )
     except CompactionError:
         raise
@@ -97,6 +99,15 @@ def _add_common_options(parser):
     parser.add_argument("--atol", type=float, default=1e-5, help="verification tolerance, absolute")
     parser.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance, relative")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison of the two models")
+    parser.add_argument(
+        "--no-factorize", action="store_true", help="do not split low-rank layers into two thin ones"
+    )
+    parser.add_argument(
+        "--rank-rtol",
+        type=float,
+        default=1e-5,
+        help="singular values at or below this fraction of a kernel's largest count as zero",
+    )
 
 
 def _add_compact_command(subparsers):

@@ -419,3 +419,19 @@ def test_raw_ops_in_a_functional_graph():
     kill(model.get_layer("c1"), [1], bias=1.0)  # hard_swish(1) != 0 into a 'same' conv: kept
     _, report = compact_and_check(model, {"c1": 3, "c2": 3})
     assert not report.barriers
+
+
+def test_a_layer_whose_neurons_all_died_keeps_one_unit():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(3, name="out")(hidden)
+    model = keras.Model(inputs, outputs)
+    layer = model.get_layer("hidden")
+    layer.kernel.assign(np.zeros((6, 4), "float32"))
+    layer.bias.assign(np.zeros(4, "float32"))
+    compact_model, report = keras_compact.compact(model)
+    assert compact_model.get_layer("hidden").units == 1
+    (entry,) = [e for e in report.layers if e.name == "hidden"]
+    assert entry.reason_kept == {"last channel (a layer needs at least one unit)": 1}
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(compact_model(x), model(x), atol=1e-6)

@@ -136,3 +136,29 @@ def test_serialization_round_trip():
     penalty = kc.TensorLowRank(1e-3, layers="conv", every=10, method="average")
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(penalty))
     assert restored.get_config() == penalty.get_config()
+
+
+def test_trained_low_rank_layers_are_factorized_by_compact(tmp_path):
+    model = model_with_conv_and_dense()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 9, 9, 4)).astype("float32"), rng.integers(0, 3, 64)
+    model.compile(
+        kc.ProxSGD(0.01, 0.9, penalties=[kc.TensorLowRank(8.0, layers=["fc"])]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=4, batch_size=16, verbose=0)
+    rank = np.linalg.matrix_rank(model.get_layer("fc").kernel.numpy(), tol=1e-5)
+    compact_model, report = kc.compact(model, sample_data=x)
+    (record,) = report.factorized
+    assert (record["name"], record["form"], record["rank"]) == ("fc", "dense", rank)
+    assert report.params_after == compact_model.count_params() < report.params_before
+    fc = next(entry for entry in report.layers if entry.name == "fc")
+    assert fc.params_after == record["params_after"] == 294 * rank + rank * 12 + 12
+    np.testing.assert_allclose(compact_model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert "factorized 'fc' (dense)" in report.table()
+    # The factorized model is plain Keras: it saves and loads.
+    compact_model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    unfactorized, report = kc.compact(model, factorize=False)
+    assert report.factorized == [] and len(unfactorized.layers) == len(compact_model.layers) - 1

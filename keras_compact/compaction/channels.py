@@ -207,6 +207,13 @@ class ChannelAnalysis:
             self._root_reasons.setdefault(int(roots[slot]), reason)
         removed = np.ones(len(self._parent), dtype=bool)
         removed[list(self._root_reasons)] = False
+        # Keras layers need at least one unit: a tensor that would lose every
+        # channel keeps its first (keeping a channel is always exact).
+        for channels in self._tensors.values():
+            if len(channels.slots) and removed[roots[channels.slots]].all():
+                root = int(roots[channels.slots[0]])
+                removed[root] = False
+                self._root_reasons[root] = "last channel (a layer needs at least one unit)"
         self._removed = removed[roots] if len(roots) else removed
 
     # -- results --------------------------------------------------------------

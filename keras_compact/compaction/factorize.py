@@ -28,7 +28,8 @@ import numpy as np
 class Factorization:
     """One layer replaced by two."""
 
-    name: str
+    name: str  # the second layer keeps the original layer's name
+    factor_name: str  # the first, new layer
     form: str  # "dense", "output" or "spatial"
     rank: int
     full_rank: int
@@ -153,8 +154,8 @@ def _best_plan(layer, rtol):
     return best
 
 
-def _build_pair(layer, plan, input_shape):
-    first_config = dict(plan.first_config, name=f"{layer.name}_factor")
+def _build_pair(layer, plan, input_shape, factor_name):
+    first_config = dict(plan.first_config, name=factor_name)
     first = type(layer).from_config(first_config)
     second = type(layer).from_config(plan.second_config)
     first.build(input_shape)
@@ -191,15 +192,21 @@ def factorize(model, rtol=1e-5):
     if isinstance(model, keras.Sequential):
         functional = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     pairs, records = {}, []
+    names = {layer.name for layer in functional.layers}
     for layer in functional.layers:
         if id(layer) in plans:
             plan = plans[id(layer)]
+            factor_name = f"{layer.name}_factor"
+            while factor_name in names:
+                factor_name += "_"
+            names.add(factor_name)
             # A shared layer has one pair, built for its first call.
             input_shape = layer._inbound_nodes[0].input_tensors[0].shape
-            pairs[id(layer)] = _build_pair(layer, plan, input_shape)
+            pairs[id(layer)] = _build_pair(layer, plan, input_shape, factor_name)
             records.append(
                 Factorization(
                     name=layer.name,
+                    factor_name=factor_name,
                     form=plan.form,
                     rank=plan.rank,
                     full_rank=plan.full_rank,

@@ -85,6 +85,7 @@ class CompactionReport:
     max_rel_diff: object = None
     layers: list = dataclasses.field(default_factory=list)  # LayerReport
     barriers: dict = dataclasses.field(default_factory=dict)  # layer name -> why
+    factorized: list = dataclasses.field(default_factory=list)  # Factorization.to_dict()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -127,6 +128,11 @@ class CompactionReport:
             )
         for name, why in self.barriers.items():
             lines.append(f"barrier '{name}': {why}")
+        for f in self.factorized:
+            lines.append(
+                f"factorized '{f['name']}' ({f['form']}): rank {f['rank']} of {f['full_rank']}, "
+                f"params {f['params_before']:,} -> {f['params_after']:,}"
+            )
         return "\n".join(lines)
 
 
@@ -181,3 +187,20 @@ def make_report(model, graph, analysis, rebuilt):
         layers=layers,
         barriers=dict(analysis.barriers),
     )
+
+
+def add_factorizations(report, model, factorizations):
+    """Fold factorized layers (each now two layers of `model`) into `report`."""
+    if not factorizations:
+        return
+    report.factorized = [f.to_dict() for f in factorizations]
+    flops = flops_by_layer(graph_lib.build_graph(model))
+    entries = {entry.name: entry for entry in report.layers}
+    for f in factorizations:
+        pair = [model.get_layer(f.factor_name), model.get_layer(f.name)]
+        entry = entries[f.name]
+        entry.params_after = f.params_after
+        pair_flops = [flops.get(id(layer)) for layer in pair]
+        entry.flops_after = None if None in pair_flops else sum(pair_flops)
+    report.params_after = int(model.count_params())
+    report.flops_after = _total(flops)

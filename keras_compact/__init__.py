@@ -7,17 +7,21 @@ ECCV 2016): sparse penalties on neurons solved by forward-backward splitting
 
 from keras_compact import prox
 from keras_compact.callbacks import NeuronMonitor
+from keras_compact.exporter import ExportReport
+from keras_compact.exporter import export
 from keras_compact.optimizers import ProxAdam, ProxSGD
 from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportReport",
     "GroupLasso",
     "L1",
     "NeuronMonitor",
     "ProxAdam",
     "ProxSGD",
     "SparseGroupLasso",
+    "export",
     "prox",
 ]

@@ -5,7 +5,7 @@
 ```python
 add_export_arguments(compact_parser)     # --tflite, --quantize, --saved-model, ...
 export_from_args(compact_model, args, input_path=args.input)
-add_bench_command(subparsers)            # keras-compact bench MODEL; handler in `func`
+add_bench_command(subparsers)            # keras-compact bench MODEL; sets `handler`
 ```
 """
 
@@ -49,7 +49,7 @@ def export_from_args(model, args, *, input_path=None):
         )
     destinations = [path for path in (args.tflite, args.saved_model) if path]
     for path in destinations:
-        if input_path and os.path.abspath(path) == os.path.abspath(input_path):
+        if input_path and _same_file(path, input_path):
             raise ValueError(
                 f"{path} is the input model: export to another path."
             )
@@ -84,7 +84,7 @@ def export_from_args(model, args, *, input_path=None):
 
 def add_bench_command(subparsers):
     """Adds `bench MODEL`: TFLite latency and sizes of a .keras or .tflite
-    file. The handler is set as the parser's `func` default."""
+    file. Its function is the parser's `handler` default."""
     parser = subparsers.add_parser(
         "bench",
         help="TFLite latency and file size of a .keras or .tflite model",
@@ -111,7 +111,7 @@ def add_bench_command(subparsers):
     parser.add_argument(
         "--json", metavar="FILE", help="also write the measurements to FILE"
     )
-    parser.set_defaults(func=run_bench_command)
+    parser.set_defaults(handler=run_bench_command)
     return parser
 
 
@@ -189,3 +189,9 @@ def _load_samples(path, quantize):
                 )
             return arrays["x"], arrays["y"] if "y" in arrays else None
     raise ValueError(f"{path}: --representative-data takes a .npy or .npz file.")
+
+
+def _same_file(a, b):
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)

@@ -238,7 +238,7 @@ def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsy
     for path in (tflite_path, model_path):
         args = cli_parser().parse_args(["bench", path, "--runs", "3", "--threads", "1", "0",
                                         "--json", str(tmp_path / "bench.json")])
-        assert args.func(args) == 0
+        assert args.handler(args) == 0
         result = benchmark(path, threads=(1,), runs=3)
         assert result["latency_us"][1] > 0
     assert result["parameters"] == model.count_params()

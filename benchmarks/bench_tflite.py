@@ -51,6 +51,8 @@ def main():
     parser.add_argument("--out_dir", default="out/bench_tflite")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strength", type=float,
+                        help="GroupLasso strength for every model (default: STRENGTHS)")
     parser.add_argument("--no_peer", action="store_true", help="skip TFMOT")
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
@@ -60,11 +62,12 @@ def main():
     for name in args.models:
         build, shape = ARCHITECTURES[name]
         data = mnist5k(**shape)
-        dense = train_dense(name, build, data, args.out_dir)
-        rows.append(measure(name, "dense", dense, data, args.out_dir))
+        strength = args.strength or STRENGTHS[name]
+        dense = train_dense(name, build, data, strength, args.out_dir)
+        rows.append(measure(name, "dense", dense, data, strength, args.out_dir))
         if hasattr(keras_compact, "compact"):
             compact, _ = keras_compact.compact(dense, sample_data=data[1][0][:256])
-            rows.append(measure(name, "compact", compact, data, args.out_dir))
+            rows.append(measure(name, "compact", compact, data, strength, args.out_dir))
         else:
             print("keras_compact.compact is not available: compact rows skipped")
         if not args.no_peer:
@@ -85,14 +88,14 @@ def main():
     print(markdown_table(rows, threads, args))
 
 
-def train_dense(name, build, data, out_dir):
-    path = os.path.join(out_dir, f"{name}_dense.keras")
+def train_dense(name, build, data, strength, out_dir):
+    path = os.path.join(out_dir, f"{name}_grouplasso{strength:g}_dense.keras")
     if os.path.exists(path):
         return keras.saving.load_model(path)
     (x_train, y_train), _ = data
     keras.utils.set_random_seed(0)
     model = build(keras)
-    penalty = keras_compact.GroupLasso(STRENGTHS[name], weighted=True)
+    penalty = keras_compact.GroupLasso(strength, weighted=True)
     model.compile(
         optimizer=keras_compact.ProxSGD(0.01, momentum=0.9, penalties=[penalty]),
         loss="sparse_categorical_crossentropy",
@@ -106,11 +109,12 @@ def train_dense(name, build, data, out_dir):
     return model
 
 
-def measure(name, variant, model, data, out_dir):
+def measure(name, variant, model, data, strength, out_dir):
     (x_train, _), (x_test, y_test) = data
     row = dict(
         model=name,
         variant=variant,
+        strength=strength,
         parameters=model.count_params(),
         multiply_adds=count_multiply_adds(model),
     )

@@ -182,13 +182,13 @@ def export(
     return report
 
 
-def run_tflite(model_path, inputs, num_threads=None):
+def run_tflite(model_path, inputs):
     """Outputs of a one-input, one-output .tflite model on a batch of inputs.
 
     TFLite models are converted with batch size 1: the input is resized to the
     batch before tensors are allocated.
     """
-    interpreter = tflite_interpreter(model_path, inputs.shape, num_threads)
+    interpreter = tflite_interpreter(model_path, inputs.shape)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

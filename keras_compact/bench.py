@@ -102,6 +102,8 @@ def benchmark(
         `parameters`, `multiply_adds`.
     """
     model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path}: no such file to benchmark.")
     if model_path.endswith(".tflite"):
         return _benchmark_tflite(model_path, threads, batch_size, runs)
     if not model_path.endswith(".keras"):

@@ -131,11 +131,15 @@ def run_bench_command(args):
         quantize=args.quantize,
         representative_data=inputs,
     )
-    sizes = [f"{result['tflite_bytes']:,} bytes as .tflite ({args.quantize or 'float32'})"]
-    if "keras_bytes" in result:
-        sizes.insert(0, f"{result['keras_bytes']:,} bytes as .keras")
-        sizes.append(f"{result['parameters']:,} parameters")
-        sizes.append(f"{result['multiply_adds']:,} multiply-adds per sample")
+    tflite_size = f"{result['tflite_bytes']:,} bytes as .tflite"
+    sizes = [tflite_size]
+    if "keras_bytes" in result:  # converted here, so its dtype is known
+        sizes = [
+            f"{result['keras_bytes']:,} bytes as .keras",
+            f"{tflite_size} ({args.quantize or 'float32'})",
+            f"{result['parameters']:,} parameters",
+            f"{result['multiply_adds']:,} multiply-adds per sample",
+        ]
     print(f"{args.model}: " + ", ".join(sizes))
     latencies = ", ".join(
         f"{threads} thread{'s' if threads > 1 else ''}: {us:,.1f} us"

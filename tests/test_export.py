@@ -254,6 +254,9 @@ def test_cli_refuses_unsafe_or_incomplete_exports(tmp_path):
                          input_path="m.tflite")
     with pytest.raises(ValueError, match="add --tflite FILE"):
         export_from_args(model, parse(["compact", "a", "b", "--quantize", "float16"]))
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        run_bench = parse(["bench", str(tmp_path / "missing.tflite")])
+        run_bench.handler(run_bench)
     with pytest.raises(ValueError, match="--representative-data FILE"):
         export_from_args(model, parse(["compact", "a", "b", "--tflite", str(tmp_path / "m.tflite"),
                                        "--quantize", "int8"]))

@@ -2,12 +2,14 @@
 
 Implements "Less is More: Towards Compact CNNs" (Zhou, Alvarez, Porikli,
 ECCV 2016): sparse penalties on neurons solved by forward-backward splitting
-(`ProxSGD`, `ProxAdam`), then removal of the dead neurons.
+(`ProxSGD`, `ProxAdam`), then removal of the dead neurons (`compact`) and
+verified export (`export`).
 """
 
 from keras_compact import prox
 from keras_compact.callbacks import NeuronMonitor
 from keras_compact.compaction import CompactionReport, compact
+from keras_compact.exporter import ExportReport, export
 from keras_compact.optimizers import ProxAdam, ProxSGD
 from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso, TensorLowRank
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompactionReport",
+    "ExportReport",
     "GroupLasso",
     "L1",
     "NeuronMonitor",
@@ -23,5 +26,6 @@ __all__ = [
     "SparseGroupLasso",
     "TensorLowRank",
     "compact",
+    "export",
     "prox",
 ]

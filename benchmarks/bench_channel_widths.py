@@ -1,0 +1,78 @@
+"""TFLite latency against multiply-adds for vgg_small at the widths compaction left.
+
+XNNPACK computes channels in SIMD-wide blocks, so a layer with 31 or 20
+channels costs about as much as one with 32 or 24: latency falls more slowly
+than multiply-adds. This times the dense net, the widths two ProxSGD runs
+left (BENCHMARKS_export.md), and the same widths rounded up to multiples of
+8. Weights are random: latency does not depend on their values.
+
+    python benchmarks/bench_channel_widths.py --repeats 3
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+
+import keras
+
+import keras_compact
+from keras_compact.bench import count_multiply_adds
+from keras_compact.bench import tflite_latency
+
+# Conv widths (two per block) and fc1 units.
+WIDTHS = {
+    "dense": ((32, 32, 64, 64, 128, 128), 256),
+    "compact s=0.006": ((32, 31, 28, 20, 28, 23), 33),
+    "compact s=0.006, rounded up to 8": ((32, 32, 32, 24, 32, 24), 40),
+    "compact s=0.01": ((7, 2, 8, 7, 9, 10), 15),
+    "compact s=0.01, rounded up to 8": ((8, 8, 8, 8, 16, 16), 16),
+}
+
+
+def vgg_small_with_widths(conv_widths, fc_units):
+    layers = keras.layers
+    stack = [keras.Input((32, 32, 3))]
+    for index, filters in enumerate(conv_widths):
+        stack.append(layers.Conv2D(filters, 3, padding="same", activation="relu"))
+        if index % 2 == 1:
+            stack.append(layers.MaxPooling2D())
+    stack += [
+        layers.Flatten(),
+        layers.Dense(fc_units, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ]
+    return keras.Sequential(stack)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        multiply_adds, paths = {}, {}
+        for name, (conv_widths, fc_units) in WIDTHS.items():
+            model = vgg_small_with_widths(conv_widths, fc_units)
+            multiply_adds[name] = count_multiply_adds(model)
+            paths[name] = os.path.join(scratch, f"{len(paths)}.tflite")
+            keras_compact.export(model, paths[name], format="tflite")
+        latencies = {name: [] for name in WIDTHS}
+        for _ in range(args.repeats):  # interleaved: shared-machine load hits all alike
+            for name, path in paths.items():
+                latencies[name].append(tflite_latency(path, runs=args.runs) * 1e6)
+    dense_us = statistics.median(latencies["dense"])
+    print("| widths | MACs | MACs reduction | latency 1 thr (us) | speed-up |")
+    print("|---|---|---|---|---|")
+    for name in WIDTHS:
+        us = statistics.median(latencies[name])
+        print(
+            f"| {name} | {multiply_adds[name]:,} | "
+            f"{multiply_adds['dense'] / multiply_adds[name]:.2f}x | {us:.1f} | "
+            f"{dense_us / us:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

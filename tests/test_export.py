@@ -1,0 +1,262 @@
+"""Export round trips (SavedModel, TFLite float32/float16/int8), each verified."""
+
+import argparse
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+import keras_compact
+from keras_compact.bench import benchmark
+from keras_compact.bench import count_multiply_adds
+from keras_compact.export_cli import add_bench_command
+from keras_compact.export_cli import add_export_arguments
+from keras_compact.export_cli import export_from_args
+from keras_compact.exporter import ExportVerificationError
+from keras_compact.exporter import as_input_array
+from keras_compact.exporter import run_tflite
+
+
+def run_saved_model(path, x):
+    loaded = tf.saved_model.load(str(path))  # must outlive the call: it owns the variables
+    return loaded.serve(x).numpy()
+
+
+def small_convnet(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A small convnet trained on sklearn's 8x8 digits (offline), with held-out
+    test samples: quantized exports are judged on real class margins."""
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+    model = small_convnet()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:1400], y[:1400], epochs=15, batch_size=64, verbose=0)
+    return model, x[:1400], x[1400:], y[1400:]
+
+
+@pytest.mark.parametrize("format", ["saved_model", "tflite"])
+def test_float32_round_trip_matches_keras(tmp_path, format):
+    model = small_convnet()
+    path = str(tmp_path / ("model.tflite" if format == "tflite" else "model"))
+
+    report = keras_compact.export(model, path, format=format)
+
+    assert report.max_rel_diff <= 1e-4
+    assert report.class_agreement == 1.0
+    assert report.size_bytes > 0
+    x = np.random.default_rng(5).random((3, 8, 8, 1), dtype=np.float32)
+    if format == "tflite":
+        assert report.size_bytes == os.path.getsize(path)
+        actual = run_tflite(path, x)
+    else:
+        actual = run_saved_model(path, x)
+    np.testing.assert_allclose(actual, model(x), atol=1e-5)
+    assert set(report.to_dict()) >= {"format", "quantize", "path", "size_bytes",
+                                     "max_abs_diff", "max_rel_diff"}
+
+
+@pytest.mark.parametrize("quantize", ["float16", "int8"])
+def test_quantized_tflite_keeps_classes_and_shrinks(tmp_path, digits, quantize):
+    model, x_train, x_test, y_test = digits
+    float_report = keras_compact.export(
+        model, tmp_path / "float.tflite", format="tflite"
+    )
+
+    report = keras_compact.export(
+        model,
+        tmp_path / f"{quantize}.tflite",
+        format="tflite",
+        quantize=quantize,
+        representative_data=x_train,
+        sample_data=x_test,
+        labels=y_test,
+    )
+
+    assert report.num_samples == len(x_test)
+    assert report.keras_accuracy > 0.7  # trained: its classes have real margins
+    assert report.class_agreement >= 0.95
+    assert abs(report.accuracy - report.keras_accuracy) <= 0.03
+    assert report.size_bytes < float_report.size_bytes
+
+
+def test_int8_calibrates_on_a_dataset_of_batches(tmp_path, digits):
+    model, x_train, _, y_train = digits
+    dataset = tf.data.Dataset.from_tensor_slices((x_train, x_train[:, 0, 0, 0])).batch(32)
+
+    report = keras_compact.export(
+        model, tmp_path / "m.tflite", format="tflite", quantize="int8",
+        representative_data=dataset,
+    )
+
+    assert report.num_samples == 64  # verified on the calibration inputs
+    assert report.class_agreement >= 0.9
+    np.testing.assert_array_equal(as_input_array(dataset, 40), x_train[:40])
+
+
+def test_compact_model_reproduces_dense_model_and_shrinks_on_disk(tmp_path):
+    """A dense net whose hidden neurons 8..31 are dead (zero kernel column and
+    bias), against its compact form built by hand: the compact .tflite gives
+    the dense model's outputs, and is smaller by the removed weights."""
+    keras.utils.set_random_seed(1)
+    dense = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10)])
+    (k1, b1), (k2, b2) = dense.layers[0].get_weights(), dense.layers[1].get_weights()
+    k1[:, 8:], b1[8:] = 0.0, 0.0
+    dense.layers[0].set_weights([k1, b1])
+    compact = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+                                keras.layers.Dense(10)])
+    compact.set_weights([k1[:, :8], b1[:8], k2[:8], b2])
+    x = np.random.default_rng(2).standard_normal((16, 64), dtype=np.float32)
+
+    dense_report = keras_compact.export(dense, tmp_path / "dense.tflite", format="tflite")
+    compact_report = keras_compact.export(
+        compact, tmp_path / "compact.tflite", format="tflite", sample_data=x
+    )
+
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "compact.tflite"), x), dense(x),
+                               rtol=1e-5, atol=1e-5)
+    removed_bytes = 4 * (dense.count_params() - compact.count_params())
+    saved_bytes = dense_report.size_bytes - compact_report.size_bytes
+    assert abs(saved_bytes - removed_bytes) <= 128  # buffer alignment, shape metadata
+    assert compact_report.max_rel_diff <= 1e-4
+
+
+def test_export_of_keras_compact_compact_output(tmp_path):
+    if not hasattr(keras_compact, "compact"):
+        pytest.skip("keras_compact.compact is not merged yet (compactor branch)")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    kernel, bias = model.layers[0].get_weights()
+    kernel[..., 4:], bias[4:] = 0.0, 0.0
+    model.layers[0].set_weights([kernel, bias])
+    x = np.random.default_rng(4).random((16, 8, 8, 1), dtype=np.float32)
+    compact_model, _ = keras_compact.compact(model, sample_data=x)
+
+    for format in ("saved_model", "tflite"):
+        path = tmp_path / ("m.tflite" if format == "tflite" else "m")
+        report = keras_compact.export(compact_model, path, format=format, sample_data=x)
+        assert report.max_rel_diff <= 1e-4
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "m.tflite"), x), model(x), atol=1e-5)
+
+
+def test_int8_without_representative_data_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="representative_data="):
+        keras_compact.export(small_convnet(), tmp_path / "m.tflite", format="tflite",
+                             quantize="int8")
+    with pytest.raises(ValueError, match="format='tflite' only"):
+        keras_compact.export(small_convnet(), tmp_path / "m", quantize="float16")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_verification_names_the_file_and_leaves_it_untouched(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"previous model")
+    # TFLite's kernels sum in another order than TensorFlow's: over 512
+    # products they cannot agree to the last bit, so rtol=0 must fail.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(4)])
+
+    with pytest.raises(ExportVerificationError, match="m.tflite.*not written"):
+        keras_compact.export(model, path, format="tflite", rtol=0.0)
+
+    assert path.read_bytes() == b"previous model"
+    assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary left behind
+
+
+def test_saved_model_directory_is_replaced_whole(tmp_path):
+    path = tmp_path / "model"
+    keras_compact.export(small_convnet(seed=0), path)
+    keras_compact.export(small_convnet(seed=1), path)
+
+    x = np.ones((1, 8, 8, 1), np.float32)
+    np.testing.assert_allclose(run_saved_model(path, x),
+                               small_convnet(seed=1)(x), atol=1e-6)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_count_multiply_adds_of_lenet5():
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(20, 5), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(50, 5), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(500), keras.layers.Dense(10),
+    ])
+    conv1 = 24 * 24 * (5 * 5 * 1 * 20)
+    conv2 = 8 * 8 * (5 * 5 * 20 * 50)
+    assert count_multiply_adds(model) == conv1 + conv2 + 800 * 500 + 500 * 10
+
+
+def cli_parser():
+    """The two commands as `keras_compact.cli` wires them."""
+    parser = argparse.ArgumentParser(prog="keras-compact")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    compact = subparsers.add_parser("compact")
+    compact.add_argument("input")
+    compact.add_argument("output")
+    add_export_arguments(compact)
+    add_bench_command(subparsers)
+    return parser
+
+
+def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsys):
+    model, x_train, x_test, y_test = digits
+    model_path = str(tmp_path / "in.keras")
+    model.save(model_path)
+    np.savez(tmp_path / "data.npz", x=x_test, y=y_test)
+    tflite_path = str(tmp_path / "out.tflite")
+    args = cli_parser().parse_args([
+        "compact", model_path, str(tmp_path / "out.keras"), "--tflite", tflite_path,
+        "--quantize", "int8", "--saved-model", str(tmp_path / "sm"),
+        "--representative-data", str(tmp_path / "data.npz"),
+    ])
+
+    reports = export_from_args(model, args, input_path=args.input)
+
+    assert [(r.format, r.quantize) for r in reports] == [("saved_model", None),
+                                                        ("tflite", "int8")]
+    assert reports[1].accuracy is not None and reports[1].class_agreement >= 0.95
+    assert "tflite (int8)" in capsys.readouterr().out
+
+    for path in (tflite_path, model_path):
+        args = cli_parser().parse_args(["bench", path, "--runs", "3", "--threads", "1", "0",
+                                        "--json", str(tmp_path / "bench.json")])
+        assert args.handler(args) == 0
+        result = benchmark(path, threads=(1,), runs=3)
+        assert result["latency_us"][1] > 0
+    assert result["parameters"] == model.count_params()
+    assert result["keras_bytes"] == os.path.getsize(model_path)
+    assert "latency, batch 1, median of 3 runs: 1 thread" in capsys.readouterr().out
+
+
+def test_cli_refuses_unsafe_or_incomplete_exports(tmp_path):
+    model = small_convnet()
+    parse = cli_parser().parse_args
+    with pytest.raises(ValueError, match="is the input model"):
+        export_from_args(model, parse(["compact", "m.tflite", "o.keras", "--tflite", "m.tflite"]),
+                         input_path="m.tflite")
+    with pytest.raises(ValueError, match="add --tflite FILE"):
+        export_from_args(model, parse(["compact", "a", "b", "--quantize", "float16"]))
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        run_bench = parse(["bench", str(tmp_path / "missing.tflite")])
+        run_bench.handler(run_bench)
+    with pytest.raises(ValueError, match="--representative-data FILE"):
+        export_from_args(model, parse(["compact", "a", "b", "--tflite", str(tmp_path / "m.tflite"),
+                                       "--quantize", "int8"]))

@@ -1,7 +1,9 @@
 """The `keras-compact` command line.
 
     keras-compact compact IN.keras OUT.keras [--report R.json]
+                          [--tflite FILE [--quantize float16|int8]] [--saved-model DIR]
     keras-compact report MODEL.keras
+    keras-compact bench MODEL.keras|MODEL.tflite
 
 Each subcommand is a pair `_add_<name>_command(subparsers)` + `_run_<name>`:
 adding a subcommand is adding a pair and one line in `build_parser`.
@@ -40,19 +42,29 @@ def _load_model(path, unsafe=False):
         ) from None
 
 
-def _load_sample_data(path):
+def _load_arrays(path, flag):
+    """(inputs, labels or None) from a .npy or .npz file named by `flag`.
+
+    A .npy holds the inputs of a one-input model. A .npz holds either `x`
+    (and integer labels `y`), or one array per model input, in input order.
+    """
     import numpy as np
 
     if path is None:
-        return None
+        return None, None
+    if not path.endswith((".npy", ".npz")):
+        raise CliError(f"{flag} takes a .npy or .npz file, got '{path}'.")
     try:
         data = np.load(path)
-    except Exception as error:  # noqa: BLE001
-        raise CliError(f"cannot read sample data '{path}': {error}") from None
-    if hasattr(data, "files"):  # .npz: one array per model input, in order
+    except Exception as error:  # noqa: BLE001 - every reading failure gets the same advice
+        raise CliError(f"cannot read {flag} '{path}': {error}") from None
+    if not hasattr(data, "files"):
+        return data, None
+    with data:
+        if "x" in data.files:
+            return data["x"], data["y"] if "y" in data.files else None
         arrays = [data[name] for name in data.files]
-        return arrays[0] if len(arrays) == 1 else arrays
-    return data
+    return (arrays[0] if len(arrays) == 1 else arrays), None
 
 
 def _compact(model, args, path):
@@ -61,7 +73,7 @@ def _compact(model, args, path):
     try:
         return compact(
             model,
-            sample_data=_load_sample_data(getattr(args, "sample_data", None)),
+            sample_data=_load_arrays(getattr(args, "sample_data", None), "--sample-data")[0],
             atol=args.atol,
             rtol=args.rtol,
             verify=not args.no_verify,
@@ -86,6 +98,16 @@ def _atomic_write(path, write, suffix):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _write_json(path, value):
+    text = json.dumps(value, indent=2) + "\n"
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    _atomic_write(path, write, ".json")
 
 
 def _same_file(a, b):
@@ -123,7 +145,71 @@ def _add_compact_command(subparsers):
         help="inputs (.npy, or .npz with one array per model input) to verify on, beside a random batch",
     )
     _add_common_options(parser)
+    exports = parser.add_argument_group("export (each artefact is run and compared with Keras)")
+    exports.add_argument("--tflite", metavar="FILE", help="also export the compact model to TFLite")
+    exports.add_argument("--saved-model", metavar="DIR", help="also export a SavedModel")
+    _add_quantize_options(exports)
     parser.set_defaults(handler=_run_compact)
+
+
+def _add_quantize_options(parser):
+    parser.add_argument(
+        "--quantize",
+        choices=("float16", "int8"),
+        help="TFLite weights in float16, or int8 kernels (needs --representative-data)",
+    )
+    parser.add_argument(
+        "--representative-data",
+        metavar="FILE",
+        help="inputs for int8 calibration and for checking exports: a .npy of samples, "
+        "or a .npz with x (and integer labels y, to report accuracy)",
+    )
+
+
+def _calibration(args):
+    inputs, labels = _load_arrays(args.representative_data, "--representative-data")
+    if inputs is None and args.quantize == "int8":
+        raise CliError(
+            "--quantize int8 calibrates activation ranges on real inputs: add "
+            "--representative-data FILE (.npy of a few hundred training inputs, or .npz with x and y)."
+        )
+    return inputs, labels
+
+
+def _check_export_options(args):
+    """Refuse bad export options before any work; return (inputs, labels) for the exports."""
+    if args.quantize and not args.tflite:
+        raise CliError(f"--quantize {args.quantize} applies to the TFLite export: add --tflite FILE.")
+    for path in (args.tflite, args.saved_model):
+        if path and _same_file(path, args.input):
+            raise CliError(f"'{path}' is the input model: export to another path.")
+    return _calibration(args)
+
+
+def _export_artefacts(model, args, inputs, labels):
+    """The exports `compact` was asked for (SavedModel first), each verified."""
+    from keras_compact.exporter import export
+
+    reports = []
+    if args.saved_model:
+        reports.append(
+            export(model, args.saved_model, format="saved_model", sample_data=inputs, labels=labels)
+        )
+    if args.tflite:
+        reports.append(
+            export(
+                model,
+                args.tflite,
+                format="tflite",
+                quantize=args.quantize,
+                representative_data=inputs,
+                sample_data=inputs,
+                labels=labels,
+            )
+        )
+    for report in reports:
+        print(report.summary())
+    return reports
 
 
 def _run_compact(args):
@@ -131,17 +217,13 @@ def _run_compact(args):
         raise CliError(f"OUT must be a .keras file, got '{args.output}'.")
     if _same_file(args.input, args.output):
         raise CliError("OUT is IN: refusing to overwrite the input model; choose another path.")
+    inputs, labels = _check_export_options(args)
     model = _load_model(args.input, unsafe=args.unsafe)
     compact_model, report = _compact(model, args, args.input)
     _atomic_write(args.output, compact_model.save, ".keras")
+    _export_artefacts(compact_model, args, inputs, labels)
     if args.report:
-        text = json.dumps(report.to_dict(), indent=2)
-
-        def write_json(tmp):
-            with open(tmp, "w") as f:
-                f.write(text + "\n")
-
-        _atomic_write(args.report, write_json, ".json")
+        _write_json(args.report, report.to_dict())
     print(
         f"{args.input} -> {args.output}: parameters {report.params_before:,} -> "
         f"{report.params_after:,}, max abs diff "
@@ -166,6 +248,66 @@ def _run_report(args):
     return 0
 
 
+def _add_bench_command(subparsers):
+    parser = subparsers.add_parser(
+        "bench",
+        help="TFLite latency and file size of a .keras or .tflite model",
+        description=(
+            "Median TFLite invoke() latency (ai_edge_litert, XNNPACK) with 1 thread and with all "
+            "cores, and file sizes. A .keras model is first exported to TFLite (verified); its "
+            "parameters and multiply-adds are reported too."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras or .tflite file")
+    parser.add_argument("--runs", type=int, default=100, help="timed invocations (default 100)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="interpreter thread counts; 0 means all cores (default: 1 0)",
+    )
+    _add_quantize_options(parser)
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args):
+    from keras_compact.bench import benchmark
+
+    if not os.path.exists(args.model):
+        raise CliError(f"'{args.model}': no such file.")
+    if args.quantize and args.model.endswith(".tflite"):
+        raise CliError(f"--quantize applies to .keras inputs; '{args.model}' is already converted.")
+    inputs, _ = _calibration(args)
+    result = benchmark(
+        args.model,
+        threads=[count or None for count in args.threads],
+        batch_size=args.batch_size,
+        runs=args.runs,
+        quantize=args.quantize,
+        representative_data=inputs,
+    )
+    sizes = [f"{result['tflite_bytes']:,} bytes as .tflite"]
+    if "keras_bytes" in result:  # converted here, so its dtype is known
+        sizes = [
+            f"{result['keras_bytes']:,} bytes as .keras",
+            f"{sizes[0]} ({args.quantize or 'float32'})",
+            f"{result['parameters']:,} parameters",
+            f"{result['multiply_adds']:,} multiply-adds per sample",
+        ]
+    print(f"{args.model}: " + ", ".join(sizes))
+    latencies = ", ".join(
+        f"{threads} thread{'s' if threads > 1 else ''}: {us:,.1f} us"
+        for threads, us in result["latency_us"].items()
+    )
+    print(f"latency, batch {args.batch_size}, median of {args.runs} runs: {latencies}")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-compact",
@@ -174,6 +316,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compact_command(subparsers)
     _add_report_command(subparsers)
+    _add_bench_command(subparsers)
     return parser
 
 
@@ -184,12 +327,13 @@ def main(argv=None):
     except CliError as error:
         print(f"keras-compact: error: {error}", file=sys.stderr)
         return 2
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         from keras_compact.compaction import CompactionError
+        from keras_compact.exporter import ExportVerificationError
 
-        if not isinstance(error, CompactionError):
+        if not isinstance(error, (CompactionError, ExportVerificationError)):
             raise
-        # The compactor's own failure: the compact model is not written.
+        # A result that is not what the model computes is never written.
         print(f"keras-compact: error: {error}", file=sys.stderr)
         return 1
 

@@ -12,9 +12,7 @@ from sklearn.datasets import load_digits
 import keras_compact
 from keras_compact.bench import benchmark
 from keras_compact.bench import count_multiply_adds
-from keras_compact.export_cli import add_bench_command
-from keras_compact.export_cli import add_export_arguments
-from keras_compact.export_cli import export_from_args
+from keras_compact import cli
 from keras_compact.exporter import ExportVerificationError
 from keras_compact.exporter import as_input_array
 from keras_compact.exporter import run_tflite
@@ -204,41 +202,24 @@ def test_count_multiply_adds_of_lenet5():
     assert count_multiply_adds(model) == conv1 + conv2 + 800 * 500 + 500 * 10
 
 
-def cli_parser():
-    """The two commands as `keras_compact.cli` wires them."""
-    parser = argparse.ArgumentParser(prog="keras-compact")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    compact = subparsers.add_parser("compact")
-    compact.add_argument("input")
-    compact.add_argument("output")
-    add_export_arguments(compact)
-    add_bench_command(subparsers)
-    return parser
-
-
 def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsys):
     model, x_train, x_test, y_test = digits
     model_path = str(tmp_path / "in.keras")
     model.save(model_path)
     np.savez(tmp_path / "data.npz", x=x_test, y=y_test)
     tflite_path = str(tmp_path / "out.tflite")
-    args = cli_parser().parse_args([
+    assert cli.main([
         "compact", model_path, str(tmp_path / "out.keras"), "--tflite", tflite_path,
         "--quantize", "int8", "--saved-model", str(tmp_path / "sm"),
         "--representative-data", str(tmp_path / "data.npz"),
-    ])
-
-    reports = export_from_args(model, args, input_path=args.input)
-
-    assert [(r.format, r.quantize) for r in reports] == [("saved_model", None),
-                                                        ("tflite", "int8")]
-    assert reports[1].accuracy is not None and reports[1].class_agreement >= 0.95
-    assert "tflite (int8)" in capsys.readouterr().out
+    ]) == 0
+    out = capsys.readouterr().out
+    assert "saved_model" in out and "tflite (int8)" in out
+    assert os.path.getsize(tflite_path) > 0 and os.path.isdir(tmp_path / "sm")
 
     for path in (tflite_path, model_path):
-        args = cli_parser().parse_args(["bench", path, "--runs", "3", "--threads", "1", "0",
-                                        "--json", str(tmp_path / "bench.json")])
-        assert args.handler(args) == 0
+        assert cli.main(["bench", path, "--runs", "3", "--threads", "1", "0",
+                         "--json", str(tmp_path / "bench.json")]) == 0
         result = benchmark(path, threads=(1,), runs=3)
         assert result["latency_us"][1] > 0
     assert result["parameters"] == model.count_params()
@@ -246,17 +227,24 @@ def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsy
     assert "latency, batch 1, median of 3 runs: 1 thread" in capsys.readouterr().out
 
 
-def test_cli_refuses_unsafe_or_incomplete_exports(tmp_path):
-    model = small_convnet()
-    parse = cli_parser().parse_args
-    with pytest.raises(ValueError, match="is the input model"):
-        export_from_args(model, parse(["compact", "m.tflite", "o.keras", "--tflite", "m.tflite"]),
-                         input_path="m.tflite")
-    with pytest.raises(ValueError, match="add --tflite FILE"):
-        export_from_args(model, parse(["compact", "a", "b", "--quantize", "float16"]))
-    with pytest.raises(FileNotFoundError, match="missing.tflite"):
-        run_bench = parse(["bench", str(tmp_path / "missing.tflite")])
-        run_bench.handler(run_bench)
-    with pytest.raises(ValueError, match="--representative-data FILE"):
-        export_from_args(model, parse(["compact", "a", "b", "--tflite", str(tmp_path / "m.tflite"),
-                                       "--quantize", "int8"]))
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tflite", "{in}"], "is the input model"),
+        (["--quantize", "float16"], "add --tflite FILE"),
+        (["--tflite", "{tmp}/m.tflite", "--quantize", "int8"], "--representative-data FILE"),
+        (["--tflite", "{tmp}/m.tflite", "--representative-data", "{tmp}/x.csv"], "takes a .npy or .npz"),
+    ],
+)
+def test_cli_refuses_unsafe_or_incomplete_exports(tmp_path, capsys, extra, message):
+    model_path = str(tmp_path / "in.keras")
+    small_convnet().save(model_path)
+    extra = [e.format(tmp=tmp_path, **{"in": model_path}) for e in extra]
+    assert cli.main(["compact", model_path, str(tmp_path / "o.keras"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o.keras")  # refused before any work
+
+
+def test_cli_bench_of_a_missing_file(tmp_path, capsys):
+    assert cli.main(["bench", str(tmp_path / "missing.tflite")]) == 2
+    assert "missing.tflite': no such file" in capsys.readouterr().err

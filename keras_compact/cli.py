@@ -79,6 +79,7 @@ def _compact(model, args, path):
             verify=not args.no_verify,
             factorize=not args.no_factorize,
             rank_rtol=args.rank_rtol,
+            channel_multiple=args.channel_multiple,
         )
     except CompactionError:
         raise
@@ -129,6 +130,13 @@ def _add_common_options(parser):
         type=float,
         default=1e-5,
         help="singular values at or below this fraction of a kernel's largest count as zero",
+    )
+    parser.add_argument(
+        "--channel-multiple",
+        type=int,
+        default=1,
+        metavar="M",
+        help="keep each layer's width a multiple of M (8 runs fastest under XNNPACK); exact",
     )
 
 

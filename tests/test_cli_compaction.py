@@ -157,3 +157,17 @@ def test_console_entry_point_and_loading_without_keras_compact(saved, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "loaded" in result.stdout
+
+
+def test_channel_multiple_and_no_factorize_options(saved, tmp_path):
+    _, path = saved
+    out, report_path = str(tmp_path / "out.keras"), str(tmp_path / "r.json")
+    assert cli.main(["compact", path, out, "--channel-multiple", "4", "--no-factorize",
+                     "--report", report_path]) == 0
+    report = json.loads(open(report_path).read())
+    assert [(e["name"], e["units_after"]) for e in report["layers"]] == [
+        ("conv", 4),
+        ("fc", 4),
+        ("out", 2),
+    ]
+    assert report["factorized"] == []

@@ -435,3 +435,38 @@ def test_a_layer_whose_neurons_all_died_keeps_one_unit():
     assert entry.reason_kept == {"last channel (a layer needs at least one unit)": 1}
     x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
     np.testing.assert_allclose(compact_model(x), model(x), atol=1e-6)
+
+
+def test_channel_multiple_keeps_widths_at_multiples_exactly():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(16, 3, padding="same", name="b")(a)
+    c = keras.layers.Conv2D(16, 1, name="c")(a)
+    x = keras.layers.Add()([b, c])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(20, activation="relu", name="fc")(x)
+    outputs = keras.layers.Dense(4, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    for name, dead in [("a", 11), ("b", 13), ("c", 13), ("fc", 9)]:
+        member = _kernel_member(model.get_layer(name))
+        kernel = member.variable.numpy().reshape(member.pre, member.n, member.post)
+        columns = rng.permutation(member.n)[:dead] if name != "c" else dead_b
+        if name == "b":
+            dead_b = columns
+        kernel[:, columns, :] = 0
+        member.variable.assign(kernel.reshape(member.variable.shape))
+        bias = model.get_layer(name).bias.numpy()
+        bias[columns] = 0
+        model.get_layer(name).bias.assign(bias)
+    plain, _ = keras_compact.compact(model)
+    rounded, report = keras_compact.compact(model, channel_multiple=4)
+    widths = {name: rounded.get_layer(name).kernel.shape[-1] for name in ("a", "b", "c", "fc")}
+    assert widths == {"a": 8, "b": 4, "c": 4, "fc": 12}
+    assert {n: plain.get_layer(n).kernel.shape[-1] for n in widths} == {"a": 5, "b": 3, "c": 3, "fc": 11}
+    assert any("multiple of 4" in reason for e in report.layers for reason in e.reason_kept)
+    x = rng.normal(size=(2, 10, 10, 3)).astype("float32")
+    np.testing.assert_allclose(rounded(x), model(x), atol=1e-5)
+    with pytest.raises(ValueError, match="channel_multiple"):
+        keras_compact.compact(model, channel_multiple=0)

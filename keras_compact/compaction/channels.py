@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_compact.compaction.rules import Barrier, rule_for
+from keras_compact.penalties import NEURON_LAYERS
 
 ALIVE = "alive"
 MODEL_INPUT = "model input"
@@ -58,9 +59,10 @@ class ChannelAnalysis:
     channel axis, `reason(slot)` for a kept channel, and `barriers`.
     """
 
-    def __init__(self, graph, weights):
+    def __init__(self, graph, weights, channel_multiple=1):
         self.graph = graph
         self.weights = weights
+        self.channel_multiple = channel_multiple
         self.barriers = {}  # layer name -> why it is a barrier
         self.barrier_layers = set()  # id(layer) of layers rebuilt unchanged
         self._parent = []  # union-find forest over slots
@@ -214,7 +216,43 @@ class ChannelAnalysis:
                 root = int(roots[channels.slots[0]])
                 removed[root] = False
                 self._root_reasons[root] = "last channel (a layer needs at least one unit)"
+        if self.channel_multiple > 1:
+            self._round_widths_up(removed, roots)
         self._removed = removed[roots] if len(roots) else removed
+
+    def _round_widths_up(self, removed, roots):
+        """Keep removable channels until each neuron layer's width is a multiple.
+
+        SIMD kernels (XNNPACK) compute channels in blocks of 4 or 8, so a
+        width just past a multiple costs the whole next block. Keeping a
+        removable channel is exact; coupled groups make one layer's choice
+        change another's width, so repeat until nothing changes.
+        """
+        multiple = self.channel_multiple
+        outputs = [
+            (call, key)
+            for call in self.graph.calls
+            if isinstance(call.layer, NEURON_LAYERS)
+            for key in call.outputs[:1]
+            if key in self._tensors
+        ]
+        changed = True
+        while changed:
+            changed = False
+            for call, key in outputs:
+                channel_roots = roots[self._tensors[key].slots]
+                width = int((~removed[channel_roots]).sum())
+                target = min(-(-width // multiple) * multiple, len(channel_roots))
+                for root in channel_roots.tolist():
+                    if width >= target:
+                        break
+                    if removed[root]:
+                        removed[root] = False
+                        self._root_reasons[root] = (
+                            f"rounds '{call.name}' up to a multiple of {multiple} channels"
+                        )
+                        width += int((channel_roots == root).sum())
+                        changed = True
 
     # -- results --------------------------------------------------------------
 
@@ -273,5 +311,5 @@ class CallMasks:
         return values if values.any() else None
 
 
-def analyze(graph, weights):
-    return ChannelAnalysis(graph, weights).run()
+def analyze(graph, weights, channel_multiple=1):
+    return ChannelAnalysis(graph, weights, channel_multiple).run()

@@ -25,20 +25,25 @@ def dataset():
     return data.with_options(options)
 
 
+def convnet(seed=0):
+    """A small conv net: conv 6 3x3, pool, dense 16, dense 4 (logits)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu", name="fc"),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
+
+
 def train(strategy, epochs=3):
     """Train under `strategy` (tf.distribute.get_strategy() for one device)."""
     with strategy.scope():
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((10, 10, 1)),
-                keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
-                keras.layers.MaxPooling2D(),
-                keras.layers.Flatten(),
-                keras.layers.Dense(16, activation="relu", name="fc"),
-                keras.layers.Dense(4, name="out"),
-            ]
-        )
+        model = convnet()
         optimizer = kc.ProxSGD(0.05, 0.9, penalties=[kc.GroupLasso(1.0)]).bind(model)
         optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")

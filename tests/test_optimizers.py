@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_compact as kc
+from distributed_case import convnet
 
 
 def mlp(seed=0, hidden=6):
@@ -14,20 +15,6 @@ def mlp(seed=0, hidden=6):
     x = keras.layers.Dense(hidden, activation="relu", name="fc")(inputs)
     outputs = keras.layers.Dense(3, name="out")(x)
     return keras.Model(inputs, outputs)
-
-
-def convnet(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((10, 10, 1)),
-            keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="relu", name="fc"),
-            keras.layers.Dense(4, name="out"),
-        ]
-    )
 
 
 def data(n=96, shape=(10, 10, 1), classes=4, seed=1):

@@ -32,7 +32,7 @@ PENALTIES = ("group_lasso", "sparse_group_lasso", "l1")
 _SAMPLE_IMAGES = 64
 
 
-def define_flags(*, datasets, dataset, epochs, batch_size, learning_rate, strength, finetune_epochs):
+def define_flags(*, datasets, dataset, epochs, batch_size, learning_rate, strength, finetune_epochs, weighted_groups):
     """Defines the flags every example takes; each script gives its defaults."""
     flags.DEFINE_enum("dataset", dataset, datasets, "Dataset to train and test on.")
     flags.DEFINE_string(
@@ -49,6 +49,11 @@ def define_flags(*, datasets, dataset, epochs, batch_size, learning_rate, streng
     flags.DEFINE_float("learning_rate", learning_rate, "SGD learning rate (the prox step tau).")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0)
     flags.DEFINE_enum("penalty", "group_lasso", PENALTIES, "Sparse penalty on neurons.")
+    flags.DEFINE_boolean(
+        "weighted_groups", weighted_groups,
+        "Weight each neuron's group norm by sqrt(group size) (Yuan and Lin), so that big neurons "
+        "(fc1's 801 weights) and small ones (conv1's 26) shrink alike relative to their size.",
+    )
     flags.DEFINE_float("l1_ratio", 0.5, "sparse_group_lasso only: weight of the l1 term.", lower_bound=0, upper_bound=1)
     flags.DEFINE_float(
         "strength", strength, "Penalty strength lambda; the prox threshold per step is learning_rate * strength.",
@@ -104,9 +109,9 @@ def export_tflite(model, path, sample_images):
 def penalty_from_flags(strength):
     """The penalty named by --penalty at `strength`."""
     if FLAGS.penalty == "group_lasso":
-        return keras_compact.GroupLasso(strength)
+        return keras_compact.GroupLasso(strength, weighted=FLAGS.weighted_groups)
     if FLAGS.penalty == "sparse_group_lasso":
-        return keras_compact.SparseGroupLasso(strength, l1_ratio=FLAGS.l1_ratio)
+        return keras_compact.SparseGroupLasso(strength, l1_ratio=FLAGS.l1_ratio, weighted=FLAGS.weighted_groups)
     return keras_compact.L1(strength)
 
 
@@ -254,9 +259,11 @@ class Experiment:
         results["sweep"] = sorted(sweep + [results["compact"]], key=lambda entry: entry["strength"])
         return results
 
-    def write(self, results, hidden_layers, extra_tables=()):
+    def write(self, results, extra_tables=()):
         """Writes results.json, table.md and the plots; prints the table."""
         out_dir = FLAGS.out_dir
+        # Every neuron layer but the classifier, whose neurons are the classes.
+        hidden_layers = list(results["dense"]["units"])[:-1]
         report.write_json(os.path.join(out_dir, "results.json"), results)
         rows = [("dense", results["dense"]), (f"compact (strength {FLAGS.strength:g})", results["compact"])]
         rows += [

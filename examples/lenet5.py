@@ -34,6 +34,7 @@ common.define_flags(
     learning_rate=0.01,
     strength=0.05,
     finetune_epochs=5,
+    weighted_groups=True,
 )
 flags.DEFINE_list(
     "activation_experiment",
@@ -139,7 +140,7 @@ def main(argv):
     if FLAGS.srinivas_babu:
         results["srinivas_babu"] = srinivas_babu_comparison(experiment, results)
         extra_tables.append(srinivas_babu_table(results["srinivas_babu"]))
-    experiment.write(results, HIDDEN_LAYERS, extra_tables)
+    experiment.write(results, extra_tables)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ PENALTIES = ("group_lasso", "sparse_group_lasso", "l1")
 _SAMPLE_IMAGES = 64
 
 
-def define_flags(*, datasets, dataset, epochs, batch_size, learning_rate, strength, finetune_epochs, weighted_groups):
+def define_flags(
+    *, datasets, dataset, epochs, batch_size, learning_rate, strength, finetune_epochs, finetune_lr_scale, weighted_groups
+):
     """Defines the flags every example takes; each script gives its defaults."""
     flags.DEFINE_enum("dataset", dataset, datasets, "Dataset to train and test on.")
     flags.DEFINE_string(
@@ -43,7 +45,7 @@ def define_flags(*, datasets, dataset, epochs, batch_size, learning_rate, streng
         "finetune_epochs", finetune_epochs, "Epochs of plain SGD on the compact net (0: none).", lower_bound=0
     )
     flags.DEFINE_float(
-        "finetune_lr_scale", 0.1, "Fine-tuning learning rate, as a fraction of --learning_rate.", lower_bound=0
+        "finetune_lr_scale", finetune_lr_scale, "Fine-tuning learning rate, as a fraction of --learning_rate.", lower_bound=0
     )
     flags.DEFINE_integer("batch_size", batch_size, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", learning_rate, "SGD learning rate (the prox step tau).")

@@ -28,6 +28,7 @@ common.define_flags(
     learning_rate=0.01,
     strength=2e-6,
     finetune_epochs=5,
+    finetune_lr_scale=0.1,
     weighted_groups=True,
 )
 flags.DEFINE_enum("model", "alexnet", ["alexnet", "vgg13"], "Which network.")

@@ -29,11 +29,12 @@ from keras_compact import report
 common.define_flags(
     datasets=["mnist5k", "digits"],
     dataset="mnist5k",
-    epochs=30,
+    epochs=40,
     batch_size=64,
     learning_rate=0.01,
-    strength=0.05,
-    finetune_epochs=5,
+    strength=0.0035,
+    finetune_epochs=10,
+    finetune_lr_scale=0.3,
     weighted_groups=True,
 )
 flags.DEFINE_list(

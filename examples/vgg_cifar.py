@@ -26,6 +26,7 @@ common.define_flags(
     learning_rate=0.05,
     strength=5e-5,
     finetune_epochs=5,
+    finetune_lr_scale=0.1,
     weighted_groups=True,
 )
 

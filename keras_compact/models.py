@@ -70,6 +70,18 @@ def vgg_cifar(input_shape=(32, 32, 3), num_classes=10, activation="relu", width=
     return keras.Sequential(layers, name="vgg_cifar")
 
 
+def _imagenet_classifier(num_classes, activation, width):
+    """AlexNet's and VGG's head: flatten, fc6 and fc7 of 4096 with dropout 0.5, fc8."""
+    return [
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(_units(4096, width), activation=activation, name="fc6"),
+        keras.layers.Dropout(0.5, name="drop6"),
+        keras.layers.Dense(_units(4096, width), activation=activation, name="fc7"),
+        keras.layers.Dropout(0.5, name="drop7"),
+        keras.layers.Dense(num_classes, activation="softmax", name="fc8"),
+    ]
+
+
 def alexnet(input_shape=(227, 227, 3), num_classes=1000, activation="relu", width=1.0):
     """AlexNet (single tower, no local response normalization): about 62M parameters at 227x227.
 
@@ -89,12 +101,7 @@ def alexnet(input_shape=(227, 227, 3), num_classes=1000, activation="relu", widt
             keras.layers.Conv2D(_units(384, width), 3, padding="same", activation=activation, name="conv4"),
             keras.layers.Conv2D(_units(256, width), 3, padding="same", activation=activation, name="conv5"),
             keras.layers.MaxPooling2D(**pool, name="pool5"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(_units(4096, width), activation=activation, name="fc6"),
-            keras.layers.Dropout(0.5, name="drop6"),
-            keras.layers.Dense(_units(4096, width), activation=activation, name="fc7"),
-            keras.layers.Dropout(0.5, name="drop7"),
-            keras.layers.Dense(num_classes, activation="softmax", name="fc8"),
+            *_imagenet_classifier(num_classes, activation, width),
         ],
         name="alexnet",
     )
@@ -115,12 +122,5 @@ def vgg13(input_shape=(224, 224, 3), num_classes=1000, activation="relu", width=
                 )
             )
         layers.append(keras.layers.MaxPooling2D(2, name=f"pool{stage}"))
-    layers += [
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(_units(4096, width), activation=activation, name="fc6"),
-        keras.layers.Dropout(0.5, name="drop6"),
-        keras.layers.Dense(_units(4096, width), activation=activation, name="fc7"),
-        keras.layers.Dropout(0.5, name="drop7"),
-        keras.layers.Dense(num_classes, activation="softmax", name="fc8"),
-    ]
+    layers += _imagenet_classifier(num_classes, activation, width)
     return keras.Sequential(layers, name="vgg13")

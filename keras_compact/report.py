@@ -124,6 +124,16 @@ def _save(figure, path):
     plt.close(figure)
 
 
+def _finish_log_x(figure, axes, xlabel, ylabel, title, path):
+    """Parameter counts span decades: a log x axis, labels, legend, then save."""
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend()
+    _save(figure, path)
+
+
 def plot_neurons_kept(layers, path, title="Neurons kept per layer"):
     """Bars of neurons before and after, per layer."""
     plt = _pyplot()
@@ -174,12 +184,7 @@ def plot_accuracy_vs_params(points, dense, path, title="Accuracy against paramet
     for point in points:
         axes.annotate(f"{point['strength']:g}", (point["params"], 100 * point["accuracy"]), fontsize=7)
     axes.scatter([dense["params"]], [100 * dense["accuracy"]], color="black", marker="*", s=80, label="dense")
-    axes.set_xscale("log")
-    axes.set_xlabel("parameters")
-    axes.set_ylabel("test accuracy %")
-    axes.set_title(title)
-    axes.legend()
-    _save(figure, path)
+    _finish_log_x(figure, axes, "parameters", "test accuracy %", title, path)
 
 
 def plot_error_increase(curves, path, title="Non-zero parameters against increase in error"):
@@ -195,9 +200,4 @@ def plot_error_increase(curves, path, title="Non-zero parameters against increas
             label=method,
         )
     axes.axhline(0, color="gray", linewidth=0.5)
-    axes.set_xscale("log")
-    axes.set_xlabel("non-zero parameters")
-    axes.set_ylabel("increase in test error (points)")
-    axes.set_title(title)
-    axes.legend()
-    _save(figure, path)
+    _finish_log_x(figure, axes, "non-zero parameters", "increase in test error (points)", title, path)

@@ -33,7 +33,17 @@ _SAMPLE_IMAGES = 64
 
 
 def define_flags(
-    *, datasets, dataset, epochs, batch_size, learning_rate, strength, finetune_epochs, finetune_lr_scale, weighted_groups
+    *,
+    datasets,
+    dataset,
+    epochs,
+    batch_size,
+    learning_rate,
+    lr_schedule,
+    strength,
+    finetune_epochs,
+    finetune_lr_scale,
+    weighted_groups,
 ):
     """Defines the flags every example takes; each script gives its defaults."""
     flags.DEFINE_enum("dataset", dataset, datasets, "Dataset to train and test on.")
@@ -50,6 +60,11 @@ def define_flags(
     flags.DEFINE_integer("batch_size", batch_size, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", learning_rate, "SGD learning rate (the prox step tau).")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0)
+    flags.DEFINE_enum(
+        "lr_schedule", lr_schedule, ["constant", "cosine"],
+        "Learning rate over the --epochs of dense and sparse training: constant, or cosine decay to 0. "
+        "The prox threshold follows it, so with cosine the last epochs barely shrink the surviving weights.",
+    )
     flags.DEFINE_enum("penalty", "group_lasso", PENALTIES, "Sparse penalty on neurons.")
     flags.DEFINE_boolean(
         "weighted_groups", weighted_groups,
@@ -183,12 +198,21 @@ class Experiment:
         """Test accuracy (a fraction) of a compiled model."""
         return float(model.evaluate(self.dataset.test(FLAGS.batch_size), verbose=0, return_dict=True)["accuracy"])
 
+    def learning_rate(self):
+        """--learning_rate, or its cosine decay over the --epochs of training."""
+        if FLAGS.lr_schedule == "constant":
+            return FLAGS.learning_rate
+        steps_per_epoch = int(self.dataset.train(FLAGS.batch_size, seed=0).cardinality())
+        if steps_per_epoch < 1:  # A streamed dataset of unknown length.
+            raise SystemExit("--lr_schedule=cosine needs a dataset of known length; use --lr_schedule=constant.")
+        return keras.optimizers.schedules.CosineDecay(FLAGS.learning_rate, decay_steps=FLAGS.epochs * steps_per_epoch)
+
     def train_dense(self):
         """The dense baseline: SGD with momentum, no penalty."""
         say(f"== dense baseline: {FLAGS.epochs} epochs of SGD")
         start = time.time()
         self.dense_model = self.new_model()
-        self.fit(self.dense_model, keras.optimizers.SGD(FLAGS.learning_rate, momentum=FLAGS.momentum), FLAGS.epochs)
+        self.fit(self.dense_model, keras.optimizers.SGD(self.learning_rate(), momentum=FLAGS.momentum), FLAGS.epochs)
         return {
             "accuracy": self.accuracy(self.dense_model),
             "params": int(self.dense_model.count_params()),
@@ -201,7 +225,7 @@ class Experiment:
         say(f"== ProxSGD, {FLAGS.penalty} strength {strength:g}, {activation or FLAGS.activation}: {FLAGS.epochs} epochs")
         model = self.new_model(activation)
         optimizer = keras_compact.ProxSGD(
-            FLAGS.learning_rate, momentum=FLAGS.momentum, penalties=[penalty_from_flags(strength)]
+            self.learning_rate(), momentum=FLAGS.momentum, penalties=[penalty_from_flags(strength)]
         )
         monitor = keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))
         history = self.fit(model, optimizer, FLAGS.epochs, callbacks=[monitor])

@@ -26,6 +26,7 @@ common.define_flags(
     epochs=90,
     batch_size=128,
     learning_rate=0.01,
+    lr_schedule="constant",
     strength=2e-6,
     finetune_epochs=5,
     finetune_lr_scale=0.1,

@@ -32,6 +32,7 @@ common.define_flags(
     epochs=40,
     batch_size=64,
     learning_rate=0.01,
+    lr_schedule="constant",
     strength=0.0035,
     finetune_epochs=10,
     finetune_lr_scale=0.3,

@@ -24,6 +24,7 @@ common.define_flags(
     epochs=60,
     batch_size=128,
     learning_rate=0.05,
+    lr_schedule="constant",
     strength=5e-5,
     finetune_epochs=5,
     finetune_lr_scale=0.1,

@@ -126,7 +126,11 @@ def _save(figure, path):
 
 def _finish_log_x(figure, axes, xlabel, ylabel, title, path):
     """Parameter counts span decades: a log x axis, labels, legend, then save."""
+    from matplotlib.ticker import NullFormatter
+
     axes.set_xscale("log")
+    # Minor-tick labels (3x10^4, 4x10^4, ...) overlap on a short axis.
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)

@@ -33,7 +33,12 @@ common.define_flags(
     weighted_groups=True,
 )
 flags.DEFINE_enum("model", "alexnet", ["alexnet", "vgg13"], "Which network.")
-flags.DEFINE_integer("image_size", None, "Image side in pixels; default 227 (AlexNet) or 224 (VGG-13).", lower_bound=32)
+flags.DEFINE_integer(
+    "image_size",
+    None,
+    "Image side in pixels; default 227 (AlexNet) or 224 (VGG-13).",
+    lower_bound=32,
+)
 
 FLAGS = flags.FLAGS
 
@@ -48,7 +53,9 @@ def build_model(input_shape, num_classes, activation, width):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    experiment = common.Experiment(build_model, image_size=FLAGS.image_size or _IMAGE_SIZES[FLAGS.model])
+    experiment = common.Experiment(
+        build_model, image_size=FLAGS.image_size or _IMAGE_SIZES[FLAGS.model]
+    )
     experiment.write(experiment.run())
 
 

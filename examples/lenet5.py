@@ -41,10 +41,13 @@ common.define_flags(
 flags.DEFINE_list(
     "activation_experiment",
     [],
-    "Activations to compare under the same sparse training (the paper's ReLU experiment), e.g. relu,tanh,sigmoid.",
+    "Activations to compare under the same sparse training (the paper's ReLU experiment), "
+    "e.g. relu,tanh,sigmoid.",
 )
 flags.DEFINE_boolean(
-    "srinivas_babu", True, "Compare with Srinivas and Babu's data-free pruning of fc1 (no training, seconds)."
+    "srinivas_babu",
+    True,
+    "Compare with Srinivas and Babu's data-free pruning of fc1 (no training, seconds).",
 )
 flags.register_validator(
     "activation_experiment",
@@ -72,7 +75,9 @@ def activation_experiment(experiment, results):
             accuracy = results["compact"]["accuracy_sparse"]
         else:
             model, history = experiment.train_sparse(FLAGS.strength, activation)
-            live = {name: int(history.history[f"live_neurons/{name}"][-1]) for name in HIDDEN_LAYERS}
+            live = {
+                name: int(history.history[f"live_neurons/{name}"][-1]) for name in HIDDEN_LAYERS
+            }
             accuracy = experiment.accuracy(model)
         units = results["dense"]["units"]
         outcome[activation] = {
@@ -86,7 +91,9 @@ def activation_experiment(experiment, results):
 def activation_table(outcome):
     lines = [
         "### Neurons removed by the same sparse training, per activation\n",
-        "| activation | " + " | ".join(f"{name} removed" for name in HIDDEN_LAYERS) + " | test accuracy (sparse, before compaction) |",
+        "| activation | "
+        + " | ".join(f"{name} removed" for name in HIDDEN_LAYERS)
+        + " | test accuracy (sparse, before compaction) |",
         "|---|" + "---:|" * (len(HIDDEN_LAYERS) + 1),
     ]
     for activation, entry in outcome.items():
@@ -105,7 +112,10 @@ def srinivas_babu_comparison(experiment, results):
     for point in points:
         point["error_increase"] = 100 * (dense_accuracy - point["accuracy"])
     ours = [
-        {"nonzero_params": entry["params"], "error_increase": 100 * (dense_accuracy - entry["accuracy"])}
+        {
+            "nonzero_params": entry["params"],
+            "error_increase": 100 * (dense_accuracy - entry["accuracy"]),
+        }
         for entry in results["sweep"]
     ]
     report.plot_error_increase(
@@ -133,7 +143,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # LeNet-5 reads 28x28 digits: scikit-learn's 8x8 ones are scaled up.
-    experiment = common.Experiment(build_lenet5, image_size=28 if FLAGS.dataset == "digits" else None)
+    experiment = common.Experiment(
+        build_lenet5, image_size=28 if FLAGS.dataset == "digits" else None
+    )
     results = experiment.run()
     extra_tables = []
     if FLAGS.activation_experiment:

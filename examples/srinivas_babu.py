@@ -79,7 +79,9 @@ def prune_curve(model, layer_name, next_layer_name, fractions, evaluate):
     try:
         for fraction in fractions:
             removed = int(round(fraction * units))
-            new_in, new_bias, new_out = pruned_weights(kernel_in, bias_in, kernel_out, merges[:removed])
+            new_in, new_bias, new_out = pruned_weights(
+                kernel_in, bias_in, kernel_out, merges[:removed]
+            )
             layer.set_weights([new_in, new_bias])
             next_layer.set_weights([new_out, bias_out])
             points.append(

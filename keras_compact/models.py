@@ -93,13 +93,23 @@ def alexnet(input_shape=(227, 227, 3), num_classes=1000, activation="relu", widt
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            keras.layers.Conv2D(_units(96, width), 11, strides=4, activation=activation, name="conv1"),
+            keras.layers.Conv2D(
+                _units(96, width), 11, strides=4, activation=activation, name="conv1"
+            ),
             keras.layers.MaxPooling2D(**pool, name="pool1"),
-            keras.layers.Conv2D(_units(256, width), 5, padding="same", activation=activation, name="conv2"),
+            keras.layers.Conv2D(
+                _units(256, width), 5, padding="same", activation=activation, name="conv2"
+            ),
             keras.layers.MaxPooling2D(**pool, name="pool2"),
-            keras.layers.Conv2D(_units(384, width), 3, padding="same", activation=activation, name="conv3"),
-            keras.layers.Conv2D(_units(384, width), 3, padding="same", activation=activation, name="conv4"),
-            keras.layers.Conv2D(_units(256, width), 3, padding="same", activation=activation, name="conv5"),
+            keras.layers.Conv2D(
+                _units(384, width), 3, padding="same", activation=activation, name="conv3"
+            ),
+            keras.layers.Conv2D(
+                _units(384, width), 3, padding="same", activation=activation, name="conv4"
+            ),
+            keras.layers.Conv2D(
+                _units(256, width), 3, padding="same", activation=activation, name="conv5"
+            ),
             keras.layers.MaxPooling2D(**pool, name="pool5"),
             *_imagenet_classifier(num_classes, activation, width),
         ],

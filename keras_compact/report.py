@@ -77,7 +77,9 @@ def summary_table(rows, layer_names):
         increase is against the first row.
     """
     lines = [
-        "| network | neurons (" + "-".join(layer_names) + ") | parameters | % of first | memory (float32) "
+        "| network | neurons ("
+        + "-".join(layer_names)
+        + ") | parameters | % of first | memory (float32) "
         "| TFLite file | error % | error increase (points) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -143,7 +145,9 @@ def plot_neurons_kept(layers, path, title="Neurons kept per layer"):
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(4, 1.2 * len(layers)), 3.5))
     positions = range(len(layers))
-    axes.bar(positions, [layer["units_before"] for layer in layers], color="lightgray", label="before")
+    axes.bar(
+        positions, [layer["units_before"] for layer in layers], color="lightgray", label="before"
+    )
     axes.bar(positions, [layer["units_after"] for layer in layers], color="tab:blue", label="after")
     for position, layer in zip(positions, layers):
         axes.annotate(
@@ -166,7 +170,9 @@ def plot_live_neurons(live_per_epoch, path, title="Live neurons during training"
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for name, counts in live_per_epoch.items():
         initial = max(counts[0], 1) if counts else 1
-        axes.plot(range(1, len(counts) + 1), [100 * c / initial for c in counts], marker=".", label=name)
+        axes.plot(
+            range(1, len(counts) + 1), [100 * c / initial for c in counts], marker=".", label=name
+        )
     axes.set_xlabel("epoch")
     axes.set_ylabel("live neurons (% of epoch 1)")
     axes.set_title(title)
@@ -186,8 +192,12 @@ def plot_accuracy_vs_params(points, dense, path, title="Accuracy against paramet
         label="compact (ProxSGD)",
     )
     for point in points:
-        axes.annotate(f"{point['strength']:g}", (point["params"], 100 * point["accuracy"]), fontsize=7)
-    axes.scatter([dense["params"]], [100 * dense["accuracy"]], color="black", marker="*", s=80, label="dense")
+        axes.annotate(
+            f"{point['strength']:g}", (point["params"], 100 * point["accuracy"]), fontsize=7
+        )
+    axes.scatter(
+        [dense["params"]], [100 * dense["accuracy"]], color="black", marker="*", s=80, label="dense"
+    )
     _finish_log_x(figure, axes, "parameters", "test accuracy %", title, path)
 
 
@@ -204,4 +214,6 @@ def plot_error_increase(curves, path, title="Non-zero parameters against increas
             label=method,
         )
     axes.axhline(0, color="gray", linewidth=0.5)
-    _finish_log_x(figure, axes, "non-zero parameters", "increase in test error (points)", title, path)
+    _finish_log_x(
+        figure, axes, "non-zero parameters", "increase in test error (points)", title, path
+    )

@@ -43,7 +43,9 @@ with tfds.testing.mock_data(num_examples=24):
 
 def run_script(name, flags, mock_tfds=False):
     script = os.path.join(ROOT, "examples", name)
-    command = [sys.executable, "-c", _MOCK_RUNNER, script] if mock_tfds else [sys.executable, script]
+    command = (
+        [sys.executable, "-c", _MOCK_RUNNER, script] if mock_tfds else [sys.executable, script]
+    )
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     environment["PYTHONPATH"] = os.pathsep.join([ROOT, environment.get("PYTHONPATH", "")])
     completed = subprocess.run(
@@ -64,7 +66,13 @@ def check_results(out_dir, extra_files=()):
     layers = results["layers"]
     assert layers and all(0 < layer["units_after"] <= layer["units_before"] for layer in layers)
     assert results["live_neurons_per_epoch"]
-    for name in ("table.md", "neurons_kept.png", "live_neurons.png", "accuracy_vs_params.png", *extra_files):
+    for name in (
+        "table.md",
+        "neurons_kept.png",
+        "live_neurons.png",
+        "accuracy_vs_params.png",
+        *extra_files,
+    ):
         path = os.path.join(out_dir, name)
         assert os.path.getsize(path) > 0, name
         if name.endswith(".png"):
@@ -141,7 +149,9 @@ def test_srinivas_babu_merges_a_duplicate_neuron_first_and_exactly():
 
     # Two neurons with the same incoming weights compute the same output, so
     # merging one into the other leaves the layer pair's function unchanged.
-    new_in, new_bias, new_out = srinivas_babu.pruned_weights(kernel_in, bias_in, kernel_out, merges[:1])
+    new_in, new_bias, new_out = srinivas_babu.pruned_weights(
+        kernel_in, bias_in, kernel_out, merges[:1]
+    )
     x = rng.normal(size=(7, 6)).astype("float32")
     before = np.tanh(x @ kernel_in + bias_in) @ kernel_out
     after = np.tanh(x @ new_in + new_bias) @ new_out
@@ -152,7 +162,11 @@ def test_srinivas_babu_merges_a_duplicate_neuron_first_and_exactly():
 def test_srinivas_babu_curve_restores_the_model():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="a"), keras.layers.Dense(3, name="b")]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu", name="a"),
+            keras.layers.Dense(3, name="b"),
+        ]
     )
     original = [w.copy() for w in model.get_weights()]
     points = srinivas_babu.prune_curve(model, "a", "b", (0.0, 0.5), evaluate=lambda m: 1.0)
@@ -164,7 +178,12 @@ def test_srinivas_babu_curve_restores_the_model():
 
 def test_report_tables_and_plots(tmp_path):
     dense = {"accuracy": 0.975, "params": 431080, "units": {"conv1": 20, "fc1": 500}}
-    compact = {"accuracy": 0.972, "params": 20000, "units": {"conv1": 6, "fc1": 70}, "tflite_bytes": 82000}
+    compact = {
+        "accuracy": 0.972,
+        "params": 20000,
+        "units": {"conv1": 6, "fc1": 70},
+        "tflite_bytes": 82000,
+    }
     table = report.summary_table([("dense", dense), ("compact", compact)], ["conv1", "fc1"])
     assert "| compact | 6-70 | 20.0K | 4.6% |" in table
     assert "+0.30 |" in table
@@ -203,8 +222,15 @@ def test_lenet5_sweep_and_activation_experiment(tmp_path):
     out_dir = str(tmp_path / "lenet5")
     run_script(
         "lenet5.py",
-        [f"--out_dir={out_dir}", *LENET5_TINY, "--strength=0.01", "--sweep=0.2", "--activation_experiment=relu,tanh",
-         "--srinivas_babu=false", "--export_tflite=false"],
+        [
+            f"--out_dir={out_dir}",
+            *LENET5_TINY,
+            "--strength=0.01",
+            "--sweep=0.2",
+            "--activation_experiment=relu,tanh",
+            "--srinivas_babu=false",
+            "--export_tflite=false",
+        ],
     )
     results = check_results(out_dir)
     assert [entry["strength"] for entry in results["sweep"]] == [0.01, 0.2]
@@ -220,7 +246,10 @@ def test_script_rejects_bad_flags(tmp_path):
     environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
         [sys.executable, script, f"--out_dir={tmp_path}", "--sweep=0.1,lots"],
-        capture_output=True, text=True, env=environment, timeout=120,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
     )
     assert completed.returncode != 0
     assert "--sweep must be a comma-separated list of numbers" in completed.stderr
@@ -232,8 +261,14 @@ def test_vgg_cifar_end_to_end_on_mock_cifar10(tmp_path):
     out_dir = str(tmp_path / "vgg")
     run_script(
         "vgg_cifar.py",
-        [f"--out_dir={out_dir}", f"--data_dir={tmp_path}", "--epochs=1", "--finetune_epochs=1",
-         "--width=0.125", "--batch_size=8"],
+        [
+            f"--out_dir={out_dir}",
+            f"--data_dir={tmp_path}",
+            "--epochs=1",
+            "--finetune_epochs=1",
+            "--width=0.125",
+            "--batch_size=8",
+        ],
         mock_tfds=True,
     )
     results = check_results(out_dir, extra_files=("compact.tflite",))
@@ -247,8 +282,17 @@ def test_imagenet_end_to_end_on_mock_imagenet(tmp_path, model, image_size):
     out_dir = str(tmp_path / model)
     run_script(
         "imagenet.py",
-        [f"--out_dir={out_dir}", f"--data_dir={tmp_path}", f"--model={model}", f"--image_size={image_size}",
-         "--epochs=1", "--finetune_epochs=0", "--width=0.0625", "--batch_size=8", "--export_tflite=false"],
+        [
+            f"--out_dir={out_dir}",
+            f"--data_dir={tmp_path}",
+            f"--model={model}",
+            f"--image_size={image_size}",
+            "--epochs=1",
+            "--finetune_epochs=0",
+            "--width=0.0625",
+            "--batch_size=8",
+            "--export_tflite=false",
+        ],
         mock_tfds=True,
     )
     results = check_results(out_dir)

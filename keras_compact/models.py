@@ -1,0 +1,136 @@
+"""The networks of the paper's experiments, as plain Keras Sequential models.
+
+Layer names are stable (``conv1``, ``fc1``, ...) so results, tables and
+penalties can name layers. `width` scales every hidden layer's neurons (a
+quick run, a test); the classifier layer always has `num_classes` units.
+
+Activations: "relu" is the paper's ReLU. The paper redefines ReLU so that its
+gradient at 0 is 0 (x for x > e, else 0); TensorFlow's ReLU gradient is
+already 0 at 0 (it passes gradient only where x > 0), so a neuron driven to
+exactly zero gets no push back from the data term.
+"""
+
+import keras
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def _units(count, width):
+    return max(1, round(count * width))
+
+
+def lenet5(input_shape=(28, 28, 1), num_classes=10, activation="relu", width=1.0):
+    """Caffe's LeNet-5: conv 20 5x5, max-pool 2, conv 50 5x5, max-pool 2, dense 500, dense 10.
+
+    431,080 parameters on 28x28x1 inputs. Caffe's LeNet applies its
+    non-linearity only after ip1; here `activation` follows conv1, conv2 and
+    fc1 alike, so that the activation experiment (the paper's "ReLU, conv2 on
+    LeNet") compares every hidden layer. The parameter count is the same.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(_units(20, width), 5, activation=activation, name="conv1"),
+            keras.layers.MaxPooling2D(2, name="pool1"),
+            keras.layers.Conv2D(_units(50, width), 5, activation=activation, name="conv2"),
+            keras.layers.MaxPooling2D(2, name="pool2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(_units(500, width), activation=activation, name="fc1"),
+            keras.layers.Dense(num_classes, activation="softmax", name="fc2"),
+        ],
+        name="lenet5",
+    )
+
+
+def _conv_bn(filters, name, activation, **kwargs):
+    """Conv, BatchNorm, activation: the BatchNorm's gamma/beta join the conv's neuron groups."""
+    return [
+        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name, **kwargs),
+        keras.layers.BatchNormalization(name=f"{name}_bn"),
+        keras.layers.Activation(activation, name=f"{name}_{activation}"),
+    ]
+
+
+def vgg_cifar(input_shape=(32, 32, 3), num_classes=10, activation="relu", width=1.0):
+    """A VGG-style net for 32x32 images: 4 stages of two 3x3 conv+BN, dense 512, classifier.
+
+    Stages of 64, 128, 256, 512 filters, each ending in a 2x2 max-pool;
+    about 5.7M parameters at width 1.
+    """
+    layers = [keras.Input(input_shape)]
+    for stage, filters in enumerate((64, 128, 256, 512), start=1):
+        for index in (1, 2):
+            layers += _conv_bn(_units(filters, width), f"conv{stage}_{index}", activation)
+        layers.append(keras.layers.MaxPooling2D(2, name=f"pool{stage}"))
+    layers += [
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(_units(512, width), activation=activation, name="fc1"),
+        keras.layers.Dense(num_classes, activation="softmax", name="predictions"),
+    ]
+    return keras.Sequential(layers, name="vgg_cifar")
+
+
+def _imagenet_classifier(num_classes, activation, width):
+    """AlexNet's and VGG's head: flatten, fc6 and fc7 of 4096 with dropout 0.5, fc8."""
+    return [
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(_units(4096, width), activation=activation, name="fc6"),
+        keras.layers.Dropout(0.5, name="drop6"),
+        keras.layers.Dense(_units(4096, width), activation=activation, name="fc7"),
+        keras.layers.Dropout(0.5, name="drop7"),
+        keras.layers.Dense(num_classes, activation="softmax", name="fc8"),
+    ]
+
+
+def alexnet(input_shape=(227, 227, 3), num_classes=1000, activation="relu", width=1.0):
+    """AlexNet (single tower, no local response normalization): about 62M parameters at 227x227.
+
+    conv1 96 11x11/4, pool, conv2 256 5x5, pool, conv3 384, conv4 384,
+    conv5 256 (3x3), pool, fc6 4096, fc7 4096 (dropout 0.5), fc8. fc6 and fc7
+    hold about 89% of the parameters, where the paper removes most neurons.
+    """
+    pool = {"pool_size": 3, "strides": 2}
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(
+                _units(96, width), 11, strides=4, activation=activation, name="conv1"
+            ),
+            keras.layers.MaxPooling2D(**pool, name="pool1"),
+            keras.layers.Conv2D(
+                _units(256, width), 5, padding="same", activation=activation, name="conv2"
+            ),
+            keras.layers.MaxPooling2D(**pool, name="pool2"),
+            keras.layers.Conv2D(
+                _units(384, width), 3, padding="same", activation=activation, name="conv3"
+            ),
+            keras.layers.Conv2D(
+                _units(384, width), 3, padding="same", activation=activation, name="conv4"
+            ),
+            keras.layers.Conv2D(
+                _units(256, width), 3, padding="same", activation=activation, name="conv5"
+            ),
+            keras.layers.MaxPooling2D(**pool, name="pool5"),
+            *_imagenet_classifier(num_classes, activation, width),
+        ],
+        name="alexnet",
+    )
+
+
+def vgg13(input_shape=(224, 224, 3), num_classes=1000, activation="relu", width=1.0):
+    """VGG-13 (configuration B of Simonyan and Zisserman): about 133M parameters at 224x224."""
+    layers = [keras.Input(input_shape)]
+    for stage, filters in enumerate((64, 128, 256, 512, 512), start=1):
+        for index in (1, 2):
+            layers.append(
+                keras.layers.Conv2D(
+                    _units(filters, width),
+                    3,
+                    padding="same",
+                    activation=activation,
+                    name=f"conv{stage}_{index}",
+                )
+            )
+        layers.append(keras.layers.MaxPooling2D(2, name=f"pool{stage}"))
+    layers += _imagenet_classifier(num_classes, activation, width)
+    return keras.Sequential(layers, name="vgg13")

@@ -27,7 +27,7 @@ from keras_compact import report
 
 FLAGS = flags.FLAGS
 
-PENALTIES = ("group_lasso", "sparse_group_lasso", "l1")
+PENALTIES = ("group_lasso", "sparse_group_lasso", "l1", "low_rank", "group_lasso+low_rank")
 # Test images passed to the compactor's check and to the TFLite export.
 _SAMPLE_IMAGES = 64
 
@@ -93,6 +93,29 @@ def define_flags(
         "sparse_group_lasso only: weight of the l1 term.",
         lower_bound=0,
         upper_bound=1,
+    )
+    flags.DEFINE_float(
+        "low_rank_strength",
+        None,
+        "group_lasso+low_rank only: strength of the low-rank term (default: --strength).",
+        lower_bound=0,
+    )
+    flags.DEFINE_integer(
+        "low_rank_every",
+        10,
+        "low_rank: apply the singular value thresholding every this many steps (SVDs are costly).",
+        lower_bound=1,
+    )
+    flags.DEFINE_string(
+        "low_rank_layers",
+        None,
+        "low_rank: a regex of the layers to penalize (default: every hidden Dense and conv).",
+    )
+    flags.DEFINE_enum(
+        "low_rank_method",
+        "output",
+        keras_compact.TensorLowRank.methods,
+        "low_rank: how a conv kernel is matricized (see keras_compact.TensorLowRank).",
     )
     flags.DEFINE_float(
         "strength",
@@ -166,15 +189,26 @@ def export_tflite(model, path, sample_images):
     ).to_dict()
 
 
-def penalty_from_flags(strength):
-    """The penalty named by --penalty at `strength`."""
-    if FLAGS.penalty == "group_lasso":
-        return keras_compact.GroupLasso(strength, weighted=FLAGS.weighted_groups)
-    if FLAGS.penalty == "sparse_group_lasso":
-        return keras_compact.SparseGroupLasso(
-            strength, l1_ratio=FLAGS.l1_ratio, weighted=FLAGS.weighted_groups
-        )
-    return keras_compact.L1(strength)
+def penalties_from_flags(strength):
+    """The penalties named by --penalty, at `strength`."""
+    low_rank = keras_compact.TensorLowRank(
+        strength if FLAGS.penalty == "low_rank" else FLAGS.low_rank_strength or strength,
+        layers=FLAGS.low_rank_layers,
+        every=FLAGS.low_rank_every,
+        method=FLAGS.low_rank_method,
+    )
+    group_lasso = keras_compact.GroupLasso(strength, weighted=FLAGS.weighted_groups)
+    return {
+        "group_lasso": lambda: [group_lasso],
+        "sparse_group_lasso": lambda: [
+            keras_compact.SparseGroupLasso(
+                strength, l1_ratio=FLAGS.l1_ratio, weighted=FLAGS.weighted_groups
+            )
+        ],
+        "l1": lambda: [keras_compact.L1(strength)],
+        "low_rank": lambda: [low_rank],
+        "group_lasso+low_rank": lambda: [group_lasso, low_rank],
+    }[FLAGS.penalty]()
 
 
 def units_by_layer(model):
@@ -285,7 +319,7 @@ class Experiment:
         say(f"== ProxSGD, {FLAGS.penalty} {strength:g}, {activation}: {FLAGS.epochs} epochs")
         model = self.new_model(activation)
         optimizer = keras_compact.ProxSGD(
-            self.learning_rate(), momentum=FLAGS.momentum, penalties=[penalty_from_flags(strength)]
+            self.learning_rate(), momentum=FLAGS.momentum, penalties=penalties_from_flags(strength)
         )
         monitor = keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))
         history = self.fit(model, optimizer, FLAGS.epochs, callbacks=[monitor])
@@ -316,6 +350,7 @@ class Experiment:
             "units": units_by_layer(compact_model),
             "flops": compaction.get("flops_after"),
             "compaction_max_abs_diff": compaction.get("max_abs_diff"),
+            "factorized": compaction.get("factorized", []),
             "compact_seconds": time.time() - start,
         }
         return compact_model, entry, compaction["layers"]
@@ -376,6 +411,7 @@ class Experiment:
                 f"## {results['config'].get('dataset')}: dense against compact\n",
                 report.summary_table(rows, hidden_layers),
                 report.layers_table(results["layers"]),
+                report.factorized_table(results["compact"]["factorized"]),
                 *extra_tables,
             ]
         )

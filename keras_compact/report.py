@@ -109,6 +109,19 @@ def layers_table(layers):
     return "\n".join(lines) + "\n"
 
 
+def factorized_table(factorized):
+    """Low-rank layers split in two: factorized is [Factorization.to_dict()]; '' if empty."""
+    if not factorized:
+        return ""
+    lines = ["| factorized layer | form | rank | parameters before | after |", "|---|---|---:|---:|---:|"]
+    for f in factorized:
+        lines.append(
+            f"| {f['name']} | {f['form']} | {f['rank']} of {f['full_rank']} "
+            f"| {f['params_before']:,} | {f['params_after']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _pyplot():
     import matplotlib
 

@@ -23,11 +23,6 @@ import srinivas_babu  # noqa: E402  (an example module, not a package)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-needs_compactor = pytest.mark.skipif(
-    not (hasattr(keras_compact, "compact") and hasattr(keras_compact, "export")),
-    reason="keras_compact.compact and keras_compact.export are not in this checkout yet",
-)
-
 # Runs an example script with tfds' mock data (random examples of the real
 # features), as `python script.py FLAGS` would.
 _MOCK_RUNNER = """
@@ -203,7 +198,6 @@ def test_report_tables_and_plots(tmp_path):
 LENET5_TINY = ["--epochs=1", "--finetune_epochs=1", "--train_limit=256", "--test_limit=128"]
 
 
-@needs_compactor
 def test_lenet5_end_to_end(tmp_path):
     out_dir = str(tmp_path / "lenet5")
     stdout = run_script("lenet5.py", [f"--out_dir={out_dir}", *LENET5_TINY])
@@ -217,7 +211,6 @@ def test_lenet5_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-@needs_compactor
 def test_lenet5_sweep_and_activation_experiment(tmp_path):
     out_dir = str(tmp_path / "lenet5")
     run_script(
@@ -241,6 +234,30 @@ def test_lenet5_sweep_and_activation_experiment(tmp_path):
     assert "srinivas_babu" not in results
 
 
+def test_lenet5_low_rank_with_group_lasso_factorizes(tmp_path):
+    out_dir = str(tmp_path / "lenet5")
+    run_script(
+        "lenet5.py",
+        [
+            f"--out_dir={out_dir}",
+            *LENET5_TINY,
+            "--penalty=group_lasso+low_rank",
+            "--low_rank_strength=30",
+            "--low_rank_layers=fc1",
+            "--low_rank_every=1",
+            "--srinivas_babu=false",
+            "--export_tflite=false",
+        ],
+    )
+    results = check_results(out_dir)
+    factorized = {entry["name"]: entry for entry in results["compact"]["factorized"]}
+    assert "fc1" in factorized
+    assert factorized["fc1"]["rank"] < factorized["fc1"]["full_rank"]
+    assert results["config"]["penalty"] == "group_lasso+low_rank"
+    with open(os.path.join(out_dir, "table.md")) as file:
+        assert "| fc1 | dense | " in file.read()
+
+
 def test_script_rejects_bad_flags(tmp_path):
     script = os.path.join(ROOT, "examples", "lenet5.py")
     environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
@@ -256,7 +273,6 @@ def test_script_rejects_bad_flags(tmp_path):
 
 
 @pytest.mark.slow
-@needs_compactor
 def test_vgg_cifar_end_to_end_on_mock_cifar10(tmp_path):
     out_dir = str(tmp_path / "vgg")
     run_script(
@@ -276,7 +292,6 @@ def test_vgg_cifar_end_to_end_on_mock_cifar10(tmp_path):
 
 
 @pytest.mark.slow
-@needs_compactor
 @pytest.mark.parametrize("model, image_size", [("alexnet", 96), ("vgg13", 64)])
 def test_imagenet_end_to_end_on_mock_imagenet(tmp_path, model, image_size):
     out_dir = str(tmp_path / model)

@@ -326,7 +326,11 @@ class Experiment:
         return model, history
 
     def compact_and_finetune(self, sparse_model, strength):
-        """Compacts a trained sparse model, fine-tunes it; returns (compact model, entry, layers)."""
+        """Compacts a trained sparse model, fine-tunes it.
+
+        Returns:
+            (compact model, results entry, the compaction report as a dict).
+        """
         start = time.time()
         sparse_accuracy = self.accuracy(sparse_model)
         compact_model, compaction = compact(sparse_model, self.sample_images)
@@ -353,7 +357,7 @@ class Experiment:
             "factorized": compaction.get("factorized", []),
             "compact_seconds": time.time() - start,
         }
-        return compact_model, entry, compaction["layers"]
+        return compact_model, entry, compaction
 
     def run(self):
         """The whole experiment; returns the results dict (not yet written)."""
@@ -367,9 +371,11 @@ class Experiment:
         results["dense"] = self.train_dense()
 
         sparse_model, history = self.train_sparse(FLAGS.strength)
-        compact_model, results["compact"], results["layers"] = self.compact_and_finetune(
+        compact_model, results["compact"], compaction = self.compact_and_finetune(
             sparse_model, FLAGS.strength
         )
+        results["layers"] = compaction["layers"]
+        results["dense"]["flops"] = compaction.get("flops_before")
         results["live_neurons_per_epoch"] = {
             key.split("/", 1)[1]: [int(count) for count in values]
             for key, values in history.history.items()

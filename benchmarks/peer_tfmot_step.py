@@ -18,22 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
-
-
-def lenet5():
-    layers = tf_keras.layers
-    tf_keras.utils.set_random_seed(0)
-    return tf_keras.Sequential(
-        [
-            layers.Conv2D(20, 5, activation="relu", input_shape=(28, 28, 1)),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(50, 5, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(500, activation="relu"),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
+from _common import lenet5  # noqa: E402
 
 
 class StepTimer(tf_keras.callbacks.Callback):
@@ -59,10 +44,11 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((128 * 20, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
-    dense = lenet5()
+    tf_keras.utils.set_random_seed(0)
+    dense = lenet5(tf_keras)
     dense.compile(tf_keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=0, frequency=1)
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(lenet5(), pruning_schedule=schedule)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(lenet5(tf_keras), pruning_schedule=schedule)
     pruned.compile(tf_keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
     update = [tfmot.sparsity.keras.UpdatePruningStep()]
     times = {"sgd": [], "pruned": []}

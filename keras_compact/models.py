@@ -19,24 +19,29 @@ def _units(count, width):
     return max(1, round(count * width))
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes=10, activation="relu", width=1.0):
+def lenet5(
+    input_shape=(28, 28, 1), num_classes=10, activation="relu", width=1.0, keras_module=keras
+):
     """Caffe's LeNet-5: conv 20 5x5, max-pool 2, conv 50 5x5, max-pool 2, dense 500, dense 10.
 
     431,080 parameters on 28x28x1 inputs. Caffe's LeNet applies its
     non-linearity only after ip1; here `activation` follows conv1, conv2 and
     fc1 alike, so that the activation experiment (the paper's "ReLU, conv2 on
     LeNet") compares every hidden layer. The parameter count is the same.
+    `keras_module=tf_keras` builds the same net for tools that need Keras 2
+    (the tensorflow-model-optimization peer in benchmarks/).
     """
-    return keras.Sequential(
+    k = keras_module
+    return k.Sequential(
         [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(_units(20, width), 5, activation=activation, name="conv1"),
-            keras.layers.MaxPooling2D(2, name="pool1"),
-            keras.layers.Conv2D(_units(50, width), 5, activation=activation, name="conv2"),
-            keras.layers.MaxPooling2D(2, name="pool2"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(_units(500, width), activation=activation, name="fc1"),
-            keras.layers.Dense(num_classes, activation="softmax", name="fc2"),
+            k.Input(input_shape),
+            k.layers.Conv2D(_units(20, width), 5, activation=activation, name="conv1"),
+            k.layers.MaxPooling2D(2, name="pool1"),
+            k.layers.Conv2D(_units(50, width), 5, activation=activation, name="conv2"),
+            k.layers.MaxPooling2D(2, name="pool2"),
+            k.layers.Flatten(name="flatten"),
+            k.layers.Dense(_units(500, width), activation=activation, name="fc1"),
+            k.layers.Dense(num_classes, activation="softmax", name="fc2"),
         ],
         name="lenet5",
     )

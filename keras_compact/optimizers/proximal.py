@@ -173,24 +173,22 @@ class ProximalMixin:
 
     def _proximal_step(self, entry, variables, slots, learning_rate, iterations):
         """The prox of one penalty on one target (on one replica's variables)."""
-        every = entry.penalty.every
-        if every == 1:
-            self._apply_prox(entry, variables, slots, learning_rate)
-            return
-        # Every `every` steps, a step `every` times as large: the same total
-        # shrinkage per step as every=1, for 1/every of the SVDs.
-        keras.ops.cond(
-            keras.ops.equal(iterations % every, 0),
-            lambda: self._apply_prox(entry, variables, slots, learning_rate * every),
-            lambda: None,
-        )
-
-    def _apply_prox(self, entry, variables, slots, step_size):
         members = entry.target.members
         dtype = variables[0].dtype
-        threshold = keras.ops.cast(step_size, dtype) * entry.penalty.strength
+        every = entry.penalty.every
+        threshold = keras.ops.cast(learning_rate, dtype) * entry.penalty.strength * every
         blocks = [m.view(v) for m, v in zip(members, variables)]
-        new_blocks = entry.penalty.prox(blocks, threshold, entry.target)
+        if every == 1:
+            new_blocks = entry.penalty.prox(blocks, threshold, entry.target)
+        else:
+            # Every `every` steps, a step `every` times as large: the same
+            # shrinkage per step as every=1, for 1/every of the SVDs. The cond
+            # returns values (no assignment inside), as JAX's tracing requires.
+            new_blocks = keras.ops.cond(
+                keras.ops.equal(iterations % every, 0),
+                lambda: entry.penalty.prox(blocks, threshold, entry.target),
+                lambda: blocks,
+            )
         for member, variable, block in zip(members, variables, new_blocks):
             variable.assign(member.unview(block))
         if not (self.reset_momentum and entry.target.neuron_groups):

@@ -1,0 +1,57 @@
+"""Run under KERAS_BACKEND=jax (a subprocess of test_backends.py): prints one JSON line.
+
+The prox operators, penalties, optimizers and compactor use only keras.ops
+and Keras's optimizer hooks, so they run on another backend unchanged.
+"""
+
+import json
+import os
+
+assert os.environ.get("KERAS_BACKEND") == "jax"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_compact as kc  # noqa: E402
+
+
+def convnet():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu", name="fc"),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
+
+
+def main():
+    rng = np.random.default_rng(0)
+    blocks = [rng.normal(size=(5, 4, 1)).astype("float32"), rng.normal(size=(1, 4, 1)).astype("float32")]
+    shrunk = [np.asarray(b) for b in kc.prox.group_soft_threshold(blocks, 1.5)]
+    x = rng.normal(size=(96, 10, 10, 1)).astype("float32")
+    y = rng.integers(0, 4, 96)
+    runs = {}
+    for name, optimizer in [
+        ("ProxSGD", kc.ProxSGD(0.05, 0.9, penalties=[kc.GroupLasso(1.0)])),
+        ("ProxAdam", kc.ProxAdam(0.01, penalties=[kc.GroupLasso(2.0), kc.TensorLowRank(1.0, every=2)])),
+    ]:
+        model = convnet()
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[kc.NeuronMonitor(verbose=0)])
+        compact_model, report = kc.compact(model, sample_data=x[:8])
+        runs[name] = {
+            "backend": keras.backend.backend(),
+            "live_conv": history.history["live_neurons/conv"],
+            "params": [report.params_before, report.params_after],
+            "max_abs_diff": report.max_abs_diff,
+        }
+    print(json.dumps({"shrunk": [b.tolist() for b in shrunk], "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,6 @@ import os
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = (None, "float16", "int8")
@@ -124,6 +123,10 @@ def export(
         ExportVerificationError: the artefact's outputs are not finite, or a
             float32 export differs from the model by more than `rtol`.
     """
+    # TensorFlow is imported where it is used: training and compaction run
+    # on any Keras backend; only export needs TensorFlow.
+    import tensorflow as tf
+
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
     if quantize not in QUANTIZATIONS:
@@ -219,6 +222,8 @@ def as_input_array(data, limit=None):
     `data` is an array of samples, or a `tf.data.Dataset` yielding input
     batches or `(inputs, labels, ...)` batches.
     """
+    import tensorflow as tf
+
     if isinstance(data, tf.data.Dataset):
         batches, count = [], 0
         for batch in data.as_numpy_iterator():
@@ -247,6 +252,8 @@ def _verification_samples(model, sample_data, calibration):
 
 
 def _convert(saved_model_dir, quantize, calibration):
+    import tensorflow as tf
+
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     # Builtins only: an op TFLite lacks fails here, naming the op, rather
     # than in the interpreter of whoever deploys the file.

@@ -6,6 +6,7 @@ and Keras's optimizer hooks, so they run on another backend unchanged.
 
 import json
 import os
+import sys
 
 assert os.environ.get("KERAS_BACKEND") == "jax"
 
@@ -50,7 +51,8 @@ def main():
             "params": [report.params_before, report.params_after],
             "max_abs_diff": report.max_abs_diff,
         }
-    print(json.dumps({"shrunk": [b.tolist() for b in shrunk], "runs": runs}))
+    tensorflow_imported = "tensorflow" in sys.modules
+    print(json.dumps({"shrunk": [b.tolist() for b in shrunk], "runs": runs, "tf": tensorflow_imported}))
 
 
 if __name__ == "__main__":

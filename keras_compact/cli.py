@@ -10,10 +10,11 @@ adding a subcommand is adding a pair and one line in `build_parser`.
 """
 
 import argparse
-import json
 import os
 import sys
-import tempfile
+
+
+from keras_compact.report import atomic_path, write_json
 
 
 class CliError(Exception):
@@ -85,30 +86,6 @@ def _compact(model, args, path):
         raise
     except ValueError as error:  # subclassed or unbuilt model: graph.functional_of says what to do
         raise CliError(f"'{path}': {error}") from None
-
-
-def _atomic_write(path, write, suffix):
-    """Call write(tmp) for a temp file beside `path`, then move it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".keras-compact-", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_json(path, value):
-    text = json.dumps(value, indent=2) + "\n"
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic_write(path, write, ".json")
 
 
 def _same_file(a, b):
@@ -228,10 +205,11 @@ def _run_compact(args):
     inputs, labels = _check_export_options(args)
     model = _load_model(args.input, unsafe=args.unsafe)
     compact_model, report = _compact(model, args, args.input)
-    _atomic_write(args.output, compact_model.save, ".keras")
+    with atomic_path(args.output) as temporary:
+        compact_model.save(temporary)
     _export_artefacts(compact_model, args, inputs, labels)
     if args.report:
-        _write_json(args.report, report.to_dict())
+        write_json(args.report, report.to_dict())
     print(
         f"{args.input} -> {args.output}: parameters {report.params_before:,} -> "
         f"{report.params_after:,}, max abs diff "
@@ -312,7 +290,7 @@ def _run_bench(args):
     )
     print(f"latency, batch {args.batch_size}, median of {args.runs} runs: {latencies}")
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result)
     return 0
 
 

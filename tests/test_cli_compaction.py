@@ -10,6 +10,7 @@ import pytest
 
 import keras
 from keras_compact import cli
+from keras_compact.report import atomic_path
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +61,7 @@ def test_compact_writes_model_and_report(saved, tmp_path):
         ("fc", 4, 3),
         ("out", 2, 2),
     ]
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".keras-compact-")]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
 def test_report_prints_the_table(saved, capsys):
@@ -130,12 +131,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     target = tmp_path / "out.json"
     target.write_text("old")
 
-    def failing(tmp):
-        open(tmp, "w").write("half")
-        raise OSError("disk full")
-
     with pytest.raises(OSError):
-        cli._atomic_write(str(target), failing, ".json")
+        with atomic_path(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise OSError("disk full")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["out.json"]
 

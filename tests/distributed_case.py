@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_compact as kc
+from small_models import convnet
 
 GLOBAL_BATCH = 32
 
@@ -23,21 +24,6 @@ def dataset():
     # Each worker takes its share of every global batch.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return data.with_options(options)
-
-
-def convnet(seed=0):
-    """A small conv net: conv 6 3x3, pool, dense 16, dense 4 (logits)."""
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((10, 10, 1)),
-            keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="relu", name="fc"),
-            keras.layers.Dense(4, name="out"),
-        ]
-    )
 
 
 def train(strategy, epochs=3):

@@ -18,19 +18,8 @@ import keras_compact as kc  # noqa: E402
 # Keras's own fit may use tf.data when TensorFlow is installed; our import must not need it.
 TENSORFLOW_IMPORTED_BY_US = "tensorflow" in sys.modules
 
-
-def convnet():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((10, 10, 1)),
-            keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="relu", name="fc"),
-            keras.layers.Dense(4, name="out"),
-        ]
-    )
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from small_models import convnet  # noqa: E402
 
 
 def main():

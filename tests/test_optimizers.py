@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_compact as kc
-from distributed_case import convnet
+from small_models import convnet
 
 
 def mlp(seed=0, hidden=6):

@@ -17,7 +17,7 @@ import tempfile
 import keras
 
 import keras_compact
-from keras_compact.bench import count_multiply_adds
+from keras_compact.compaction.report import multiply_adds
 from keras_compact.bench import tflite_latency
 
 # Conv widths (two per block) and fc1 units.
@@ -55,7 +55,7 @@ def main():
         multiply_adds, paths = {}, {}
         for name, (conv_widths, fc_units) in WIDTHS.items():
             model = vgg_small_with_widths(conv_widths, fc_units)
-            multiply_adds[name] = count_multiply_adds(model)
+            multiply_adds[name] = multiply_adds(model)
             paths[name] = os.path.join(scratch, f"{len(paths)}.tflite")
             keras_compact.export(model, paths[name], format="tflite")
         latencies = {name: [] for name in WIDTHS}

@@ -36,7 +36,7 @@ import keras_compact
 from _common import ARCHITECTURES
 from _common import gzip_bytes
 from _common import mnist5k
-from keras_compact.bench import count_multiply_adds
+from keras_compact.compaction.report import multiply_adds
 from keras_compact.bench import tflite_latency
 from keras_compact.exporter import run_tflite
 
@@ -123,7 +123,7 @@ def measure(name, variant, model, data, strength, out_dir):
         variant=variant,
         strength=strength,
         parameters=model.count_params(),
-        multiply_adds=count_multiply_adds(model),
+        multiply_adds=multiply_adds(model),
     )
     for quantize in (None, "int8"):
         kind = quantize or "float32"

@@ -8,6 +8,7 @@ import time
 import keras
 import numpy as np
 
+from keras_compact.compaction.report import multiply_adds
 from keras_compact.exporter import export
 from keras_compact.exporter import tflite_interpreter
 
@@ -36,44 +37,6 @@ def tflite_latency(model_path, *, num_threads=1, batch_size=1, runs=100, warmup=
         interpreter.invoke()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def count_multiply_adds(model):
-    """Multiply-adds of one sample through the Dense and convolution layers.
-
-    Each kernel weight is used once per output position: Dense, ConvND,
-    DepthwiseConv and SeparableConv (its two kernels) all cost
-    `kernel size * output positions`. Transposed convolutions, which use each
-    weight once per *input* position, are not counted; nor are the cheap
-    element-wise layers (bias, activations, pooling, BatchNorm).
-    """
-    counted = (
-        keras.layers.Dense,
-        keras.layers.Conv1D,
-        keras.layers.Conv2D,
-        keras.layers.Conv3D,
-        keras.layers.DepthwiseConv1D,
-        keras.layers.DepthwiseConv2D,
-        keras.layers.SeparableConv1D,
-        keras.layers.SeparableConv2D,
-    )
-    transposed = (
-        keras.layers.Conv1DTranspose,
-        keras.layers.Conv2DTranspose,
-        keras.layers.Conv3DTranspose,
-    )
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if not isinstance(layer, counted) or isinstance(layer, transposed):
-            continue
-        kernels = [w for w in layer.weights if "kernel" in w.path.split("/")[-1]]
-        weights_per_position = sum(int(np.prod(k.shape)) for k in kernels)
-        # Output shape (batch, *positions, channels) for channels_last.
-        positions = layer.output.shape[1:-1]
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            positions = layer.output.shape[2:]
-        total += weights_per_position * int(np.prod(positions))
-    return total
 
 
 def benchmark(
@@ -124,7 +87,7 @@ def benchmark(
     result.update(
         keras_bytes=os.path.getsize(model_path),
         parameters=model.count_params(),
-        multiply_adds=count_multiply_adds(model),
+        multiply_adds=multiply_adds(model),
     )
     return result
 

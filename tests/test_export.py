@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 
 import keras_compact
 from keras_compact.bench import benchmark
-from keras_compact.bench import count_multiply_adds
+from keras_compact.compaction.report import multiply_adds
 from keras_compact import cli
 from keras_compact.exporter import ExportVerificationError
 from keras_compact.exporter import as_input_array
@@ -190,7 +190,7 @@ def test_saved_model_directory_is_replaced_whole(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
-def test_count_multiply_adds_of_lenet5():
+def test_multiply_adds_of_lenet5():
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
         keras.layers.Conv2D(20, 5), keras.layers.MaxPooling2D(),
@@ -199,7 +199,11 @@ def test_count_multiply_adds_of_lenet5():
     ])
     conv1 = 24 * 24 * (5 * 5 * 1 * 20)
     conv2 = 8 * 8 * (5 * 5 * 20 * 50)
-    assert count_multiply_adds(model) == conv1 + conv2 + 800 * 500 + 500 * 10
+    assert multiply_adds(model) == conv1 + conv2 + 800 * 500 + 500 * 10
+    channels_first = keras.Sequential([
+        keras.Input((3, 10, 10)), keras.layers.Conv2D(8, 3, data_format="channels_first"),
+    ])
+    assert multiply_adds(channels_first) == 8 * 8 * (3 * 3 * 3 * 8)
 
 
 def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsys):

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_compact import graph as graph_lib
-from keras_compact.penalties import NEURON_LAYERS
+from keras_compact.penalties import NEURON_LAYERS, channel_axis
 
 _TRANSPOSED = (
     keras.layers.Conv1DTranspose,
@@ -18,9 +18,11 @@ _TRANSPOSED = (
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 
 
-def _positions(shape):
+def _positions(shape, layer):
     """The number of positions a per-position layer runs at (all but batch and channels)."""
-    dims = tuple(shape)[1:-1]
+    shape = tuple(shape)
+    axis = channel_axis(layer, len(shape))
+    dims = shape[1:axis] + shape[axis + 1 :]
     return None if None in dims else math.prod(dims)
 
 
@@ -38,9 +40,9 @@ def call_flops(call, graph):
     # Dense and transposed convs run their kernel once per input position;
     # the others once per output position.
     if isinstance(layer, (keras.layers.Dense, *_TRANSPOSED)):
-        positions = _positions(graph.tensors[call.inputs[0]].shape)
+        positions = _positions(graph.tensors[call.inputs[0]].shape, layer)
     else:
-        positions = _positions(graph.tensors[call.outputs[0]].shape)
+        positions = _positions(graph.tensors[call.outputs[0]].shape, layer)
     return None if positions is None else positions * per_position
 
 
@@ -56,6 +58,11 @@ def flops_by_layer(graph):
 
 def _total(flops):
     return sum(f for f in flops.values() if f is not None)
+
+
+def multiply_adds(model):
+    """Multiply-adds of one sample through every Dense/conv call of `model` (unknown shapes count 0)."""
+    return _total(flops_by_layer(graph_lib.build_graph(model)))
 
 
 @dataclasses.dataclass

@@ -208,10 +208,21 @@ class Penalty:
             model: a built Sequential or Functional model.
             trainable: optional collection of the variables being optimized;
                 a variable outside it (a frozen BatchNormalization, say) is left
-                out of every group.
+                out of every group, and a layer whose kernel is outside it (a
+                frozen layer) is skipped, or refused when a list names it.
         """
         graph = graph_lib.build_graph(model)
-        return [self._target(call, graph, trainable) for call in self.select(graph)]
+        calls = self.select(graph)
+        if trainable is not None:
+            trainable_ids = {id(v) for v in trainable}
+            frozen = [c.name for c in calls if id(_kernel_member(c.layer).variable) not in trainable_ids]
+            if frozen and isinstance(self.layers, list):
+                raise ValueError(
+                    f"{type(self).__name__}: layers {frozen} are frozen (not trainable): "
+                    "the optimizer must not change them. Leave them out of `layers`."
+                )
+            calls = [c for c in calls if c.name not in frozen]
+        return [self._target(call, graph, trainable) for call in calls]
 
     def _target(self, call, graph, trainable):
         raise NotImplementedError
@@ -246,8 +257,7 @@ class NeuronPenalty(Penalty):
         def usable(variable):
             return variable is not None and (trainable_ids is None or id(variable) in trainable_ids)
 
-        kernel = _kernel_member(call.layer)
-        members = [kernel] if usable(kernel.variable) else []
+        kernel = _kernel_member(call.layer)  # trainable: `resolve` skips frozen layers
         n = kernel.n
         extras = []
         if self.include_bias:
@@ -255,12 +265,7 @@ class NeuronPenalty(Penalty):
         for use_call, _ in graph.consumers_of(call):
             if _follows_as_batchnorm(call, use_call, graph):
                 extras.extend([use_call.layer.gamma, use_call.layer.beta])
-        members += [Member(v, 1, n, 1) for v in extras if usable(v)]
-        if not members:
-            raise ValueError(
-                f"{type(self).__name__}: layer '{call.name}' has no trainable "
-                "variable to penalize (is it frozen?). Leave it out of `layers`."
-            )
+        members = [kernel] + [Member(v, 1, n, 1) for v in extras if usable(v)]
         weights = None
         if self.weighted:
             group_size = sum(m.pre * m.post for m in members)

@@ -156,3 +156,29 @@ def test_live_neurons_counts_nonzero_groups():
     bias.assign(np.zeros(8, "float32"))
     alive = penalties.live_neurons(target)
     assert alive.sum() == 6 and not alive[1] and not alive[5]
+
+
+def test_frozen_layers_are_skipped_by_default_and_refused_when_listed():
+    model = conv_bn_model()
+    model.get_layer("fc1").trainable = False
+    trainable = model.trainable_variables
+    for penalty in (kc.GroupLasso(1.0), kc.TensorLowRank(1.0)):
+        names = [t.layer_name for t in penalty.resolve(model, trainable=trainable)]
+        assert "fc1" not in names and names
+    with pytest.raises(ValueError, match=r"layers \['fc1'\] are frozen"):
+        kc.GroupLasso(1.0, layers=["conv1", "fc1"]).resolve(model, trainable=trainable)
+
+
+def test_frozen_layer_is_untouched_by_training():
+    model = conv_bn_model()
+    model.get_layer("fc1").trainable = False
+    frozen = model.get_layer("fc1").kernel.numpy().copy()
+    model.compile(
+        kc.ProxSGD(0.1, penalties=[kc.GroupLasso(5.0), kc.TensorLowRank(100.0)]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 12, 12, 3)), rng.integers(0, 3, 8), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), frozen)
+    # The same step wiped the trainable kernels (SVT with t = 10).
+    assert np.all(model.get_layer("conv1").kernel.numpy() == 0)

@@ -52,10 +52,10 @@ def main():
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
-        multiply_adds, paths = {}, {}
+        macs, paths = {}, {}
         for name, (conv_widths, fc_units) in WIDTHS.items():
             model = vgg_small_with_widths(conv_widths, fc_units)
-            multiply_adds[name] = multiply_adds(model)
+            macs[name] = multiply_adds(model)
             paths[name] = os.path.join(scratch, f"{len(paths)}.tflite")
             keras_compact.export(model, paths[name], format="tflite")
         latencies = {name: [] for name in WIDTHS}
@@ -68,8 +68,8 @@ def main():
     for name in WIDTHS:
         us = statistics.median(latencies[name])
         print(
-            f"| {name} | {multiply_adds[name]:,} | "
-            f"{multiply_adds['dense'] / multiply_adds[name]:.2f}x | {us:.1f} | "
+            f"| {name} | {macs[name]:,} | "
+            f"{macs['dense'] / macs[name]:.2f}x | {us:.1f} | "
             f"{dense_us / us:.2f}x |"
         )
 

@@ -449,12 +449,11 @@ def test_channel_multiple_keeps_widths_at_multiples_exactly():
     outputs = keras.layers.Dense(4, name="out")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(0)
-    for name, dead in [("a", 11), ("b", 13), ("c", 13), ("fc", 9)]:
+    dead_b = rng.permutation(16)[:13]  # b and c are coupled by Add: the same channels die
+    dead = {"a": rng.permutation(16)[:11], "b": dead_b, "c": dead_b, "fc": rng.permutation(20)[:9]}
+    for name, columns in dead.items():
         member = _kernel_member(model.get_layer(name))
         kernel = member.variable.numpy().reshape(member.pre, member.n, member.post)
-        columns = rng.permutation(member.n)[:dead] if name != "c" else dead_b
-        if name == "b":
-            dead_b = columns
         kernel[:, columns, :] = 0
         member.variable.assign(kernel.reshape(member.variable.shape))
         bias = model.get_layer(name).bias.numpy()

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import pytest
 
-import keras_compact
 from keras_compact import data
 from keras_compact import report
 

@@ -1,6 +1,5 @@
 """Export round trips (SavedModel, TFLite float32/float16/int8), each verified."""
 
-import argparse
 import os
 
 import keras

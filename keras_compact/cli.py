@@ -14,7 +14,7 @@ import os
 import sys
 
 
-from keras_compact.report import atomic_path, write_json
+from keras_compact.files import atomic_path, write_json
 
 
 class CliError(Exception):

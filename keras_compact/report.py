@@ -7,42 +7,12 @@ display needed): neurons kept per layer, live neurons per epoch, accuracy
 against parameters over a sweep of strengths, and non-zero parameters
 against increase in error for several methods.
 
-Every writer goes through a temporary file in the destination's folder and
-`os.replace`, so a reader never sees half a file.
+Every file is written through `keras_compact.files` (atomic, synced).
 """
 
-import contextlib
-import json
-import os
-import tempfile
+from keras_compact.files import atomic_path, write_json, write_text  # noqa: F401 (re-exported for the examples)
 
 BYTES_PER_FLOAT32 = 4
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; on success it replaces `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_text(path, text):
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-
-
-def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def human_bytes(count):

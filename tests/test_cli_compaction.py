@@ -10,7 +10,7 @@ import pytest
 
 import keras
 from keras_compact import cli
-from keras_compact.report import atomic_path
+from keras_compact.files import atomic_path
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -87,7 +87,7 @@ def test_sequential_chain_folds_constants_through_batchnorm_and_flatten():
     kill(model.get_layer("d1"), [4], bias=0.3)  # constant 0.3 folded into a Dense
     _, report = compact_and_check(model, {"c1": 5, "c2": 3, "d1": 6, "out": 3})
     assert report.params_after < report.params_before
-    assert report.flops_after < report.flops_before
+    assert report.macs_after < report.macs_before
     assert report.max_abs_diff <= 1e-5
 
 
@@ -355,10 +355,10 @@ def test_report_contract():
     _, report = keras_compact.compact(model, sample_data=inputs_like(model, batch=5))
     assert isinstance(report, keras_compact.CompactionReport)
     as_dict = report.to_dict()
-    for key in ("params_before", "params_after", "flops_before", "flops_after", "max_abs_diff", "max_rel_diff"):
+    for key in ("params_before", "params_after", "macs_before", "macs_after", "max_abs_diff", "max_rel_diff"):
         assert key in as_dict
     assert as_dict["params_before"] == 4 * 6 + 5 * 2 and as_dict["params_after"] == 2 * 6 + 3 * 2
-    assert as_dict["flops_before"] == 5 * 4 + 4 * 2 and as_dict["flops_after"] == 5 * 2 + 2 * 2
+    assert as_dict["macs_before"] == 5 * 4 + 4 * 2 and as_dict["macs_after"] == 5 * 2 + 2 * 2
     assert [(e["name"], e["units_before"], e["units_after"]) for e in as_dict["layers"]] == [
         ("d", 4, 2),
         ("out", 2, 2),

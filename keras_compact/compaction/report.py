@@ -1,4 +1,4 @@
-"""What compaction did: parameters, FLOPs and units per layer, and why channels stayed."""
+"""What compaction did: parameters, MACs and units per layer, and why channels stayed."""
 
 import collections
 import dataclasses
@@ -26,7 +26,7 @@ def _positions(shape, layer):
     return None if None in dims else math.prod(dims)
 
 
-def call_flops(call, graph):
+def call_macs(call, graph):
     """Multiply-adds of one call of a Dense/conv layer, for one sample (None if unknown)."""
     layer = call.layer
     if not isinstance(layer, NEURON_LAYERS):
@@ -46,23 +46,23 @@ def call_flops(call, graph):
     return None if positions is None else positions * per_position
 
 
-def flops_by_layer(graph):
+def macs_by_layer(graph):
     """id(layer) -> multiply-adds per sample over all its calls (None if a shape is unknown)."""
     totals = {}
     for call in graph.calls:
-        flops = call_flops(call, graph)
+        macs = call_macs(call, graph)
         previous = totals.get(id(call.layer), 0)
-        totals[id(call.layer)] = None if flops is None or previous is None else previous + flops
+        totals[id(call.layer)] = None if macs is None or previous is None else previous + macs
     return totals
 
 
-def _total(flops):
-    return sum(f for f in flops.values() if f is not None)
+def _total(macs):
+    return sum(f for f in macs.values() if f is not None)
 
 
 def multiply_adds(model):
     """Multiply-adds of one sample through every Dense/conv call of `model` (unknown shapes count 0)."""
-    return _total(flops_by_layer(graph_lib.build_graph(model)))
+    return _total(macs_by_layer(graph_lib.build_graph(model)))
 
 
 @dataclasses.dataclass
@@ -73,8 +73,8 @@ class LayerReport:
     units_after: int
     params_before: int
     params_after: int
-    flops_before: object  # int, or None where a shape is unknown
-    flops_after: object
+    macs_before: object  # int, or None where a shape is unknown
+    macs_after: object
     dead_found: int  # output channels that are structurally constant (all-zero kernel slice)
     reason_kept: dict  # why the kept units stay: reason -> number of units
 
@@ -86,8 +86,8 @@ class CompactionReport:
     model_name: str
     params_before: int
     params_after: int
-    flops_before: int
-    flops_after: int
+    macs_before: int
+    macs_after: int
     max_abs_diff: object = None  # float; None when not verified
     max_rel_diff: object = None
     layers: list = dataclasses.field(default_factory=list)  # LayerReport
@@ -99,7 +99,7 @@ class CompactionReport:
 
     def table(self):
         """A readable text table, one row per neuron layer, then the totals."""
-        header = ("layer", "type", "units", "dead", "params", "MFLOPs", "kept because")
+        header = ("layer", "type", "units", "dead", "params", "MMACs", "kept because")
         rows = []
         for entry in self.layers:
             reasons = ", ".join(
@@ -112,7 +112,7 @@ class CompactionReport:
                     f"{entry.units_before} -> {entry.units_after}",
                     str(entry.dead_found),
                     f"{entry.params_before:,} -> {entry.params_after:,}",
-                    f"{_mega(entry.flops_before)} -> {_mega(entry.flops_after)}",
+                    f"{_mega(entry.macs_before)} -> {_mega(entry.macs_after)}",
                     reasons,
                 )
             )
@@ -126,8 +126,8 @@ class CompactionReport:
         lines.append(
             f"parameters {self.params_before:,} -> {self.params_after:,} "
             f"({_ratio(self.params_after, self.params_before)}); "
-            f"MFLOPs {_mega(self.flops_before)} -> {_mega(self.flops_after)} "
-            f"({_ratio(self.flops_after, self.flops_before)})"
+            f"MMACs {_mega(self.macs_before)} -> {_mega(self.macs_after)} "
+            f"({_ratio(self.macs_after, self.macs_before)})"
         )
         if self.max_abs_diff is not None:
             lines.append(
@@ -143,8 +143,8 @@ class CompactionReport:
         return "\n".join(lines)
 
 
-def _mega(flops):
-    return "?" if flops is None else f"{flops / 1e6:.3f}"
+def _mega(macs):
+    return "?" if macs is None else f"{macs / 1e6:.3f}"
 
 
 def _ratio(after, before):
@@ -153,7 +153,7 @@ def _ratio(after, before):
 
 def make_report(model, graph, analysis, rebuilt):
     new_graph = graph_lib.build_graph(rebuilt.model)
-    flops_before, flops_after = flops_by_layer(graph), flops_by_layer(new_graph)
+    macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
     layers, seen = [], set()
     for call in graph.calls:
         layer = call.layer
@@ -179,8 +179,8 @@ def make_report(model, graph, analysis, rebuilt):
                 units_after=int(units if kept is None else kept.sum()),
                 params_before=int(layer.count_params()),
                 params_after=int(new_layer.count_params()),
-                flops_before=flops_before.get(id(layer)),
-                flops_after=flops_after.get(id(new_layer)),
+                macs_before=macs_before.get(id(layer)),
+                macs_after=macs_after.get(id(new_layer)),
                 dead_found=dead,
                 reason_kept=dict(reasons),
             )
@@ -189,8 +189,8 @@ def make_report(model, graph, analysis, rebuilt):
         model_name=model.name,
         params_before=int(model.count_params()),
         params_after=int(rebuilt.model.count_params()),
-        flops_before=_total(flops_before),
-        flops_after=_total(flops_after),
+        macs_before=_total(macs_before),
+        macs_after=_total(macs_after),
         layers=layers,
         barriers=dict(analysis.barriers),
     )
@@ -201,13 +201,13 @@ def add_factorizations(report, model, factorizations):
     if not factorizations:
         return
     report.factorized = [f.to_dict() for f in factorizations]
-    flops = flops_by_layer(graph_lib.build_graph(model))
+    macs = macs_by_layer(graph_lib.build_graph(model))
     entries = {entry.name: entry for entry in report.layers}
     for f in factorizations:
         pair = [model.get_layer(f.factor_name), model.get_layer(f.name)]
         entry = entries[f.name]
         entry.params_after = f.params_after
-        pair_flops = [flops.get(id(layer)) for layer in pair]
-        entry.flops_after = None if None in pair_flops else sum(pair_flops)
+        pair_macs = [macs.get(id(layer)) for layer in pair]
+        entry.macs_after = None if None in pair_macs else sum(pair_macs)
     report.params_after = int(model.count_params())
-    report.flops_after = _total(flops)
+    report.macs_after = _total(macs)

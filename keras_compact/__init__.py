@@ -7,25 +7,35 @@ verified export (`export`).
 """
 
 from keras_compact import prox
+from keras_compact.builtin_layers import BarrierSpec, NeuronSpec, PassThroughSpec
 from keras_compact.callbacks import NeuronMonitor
-from keras_compact.compaction import CompactionReport, compact
+from keras_compact.compaction import CompactionReport, compact, projected_size
+from keras_compact.compaction.report import multiply_adds
 from keras_compact.exporter import ExportReport, export
 from keras_compact.optimizers import ProxAdam, ProxSGD
 from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso, TensorLowRank
+from keras_compact.registry import LayerSpec, register_layer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BarrierSpec",
     "CompactionReport",
     "ExportReport",
     "GroupLasso",
     "L1",
+    "LayerSpec",
     "NeuronMonitor",
+    "NeuronSpec",
+    "PassThroughSpec",
     "ProxAdam",
     "ProxSGD",
     "SparseGroupLasso",
     "TensorLowRank",
     "compact",
     "export",
+    "multiply_adds",
+    "projected_size",
     "prox",
+    "register_layer",
 ]

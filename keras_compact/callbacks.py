@@ -3,12 +3,12 @@
 import keras
 
 from keras_compact import penalties as penalties_lib
+from keras_compact.optimizers.proximal import proximal_optimizer_of
 
 
 def _optimizer_targets(model):
-    optimizer = getattr(model, "optimizer", None)
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    return [target for _, target in getattr(optimizer, "proximal_targets", [])]
+    optimizer = proximal_optimizer_of(model)
+    return [] if optimizer is None else [target for _, target in optimizer.proximal_targets]
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")

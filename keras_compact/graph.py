@@ -15,15 +15,18 @@ import dataclasses
 
 import keras
 
+from keras_compact import _keras_adapter as adapter
+
 
 @dataclasses.dataclass(eq=False)
 class LayerCall:
     """One call of a layer: its input and output tensor keys, in flat order."""
 
-    layer: keras.layers.Layer
+    layer: keras.layers.Layer  # or a raw keras.ops operation (`x + 1.0`)
     inputs: list
     outputs: list
-    node: object  # the Keras functional Node, for its call arguments.
+    input_tensors: list  # the original KerasTensors read, in flat order
+    arguments: object  # the recorded call arguments (see _keras_adapter)
 
     @property
     def name(self):
@@ -49,21 +52,44 @@ class Graph:
 
 def functional_of(model):
     """The Functional graph behind a model, or a clear error if it has none."""
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise ValueError(
-                f"Sequential model '{model.name}' has no graph yet: build it "
-                "with an Input (keras.Input(shape=...)) or call it on data first."
-            )
+    functional = adapter.functional_of(model)
+    if functional is not None:
         return functional
-    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
-        return model
+    if isinstance(model, keras.Sequential):
+        raise ValueError(
+            f"Sequential model '{model.name}' has no graph yet: build it "
+            "with an Input (keras.Input(shape=...)) or call it on data first."
+        )
     raise ValueError(
         f"Model '{model.name}' ({type(model).__name__}) is a subclassed model: "
         "it has no layer graph to read. Rebuild it as a Sequential or "
         "Functional model (see the Keras guide on the functional API)."
     )
+
+
+def functional_parts(model):
+    """The models whose graphs can be read: `model` itself if it is Sequential or
+    Functional, else (a subclassed model) the outermost Sequential/Functional
+    models among its layers, found through the public `layers` property.
+
+    Raises the error of `functional_of` when there is none.
+    """
+    if adapter.functional_of(model) is not None:
+        return [model]
+    parts = []
+    for layer in getattr(model, "layers", []):
+        if is_nested_model(layer):
+            parts.extend(_readable_parts_or_none(layer))
+    if not parts:
+        functional_of(model)  # raises, saying what to do
+    return parts
+
+
+def _readable_parts_or_none(model):
+    try:
+        return functional_parts(model)
+    except ValueError:
+        return []
 
 
 def is_nested_model(layer):
@@ -89,29 +115,22 @@ def build_graph(model):
                 graph.tensors[(scope, id(tensor))] = tensor
             return keys[id(tensor)]
 
-        depths = sorted(functional._nodes_by_depth, reverse=True)
-        for depth in depths:
-            for node in functional._nodes_by_depth[depth]:
-                if node.is_input or node.operation is None:
-                    continue
-                inputs = [resolve(key_of(t)) for t in node.input_tensors]
-                outputs = [key_of(t) for t in node.outputs]
-                layer = node.operation
-                if is_nested_model(layer):
-                    inner = functional_of(layer)
-                    inner_scope = scope + ((layer.name, id(node)),)
-                    inner_inputs, inner_outputs = expand(inner, inner_scope)
-                    for inner_key, outer_key in zip(inner_inputs, inputs):
-                        aliases[inner_key] = outer_key
-                    for outer_key, inner_key in zip(outputs, inner_outputs):
-                        aliases[outer_key] = resolve(inner_key)
-                    continue
-                call = LayerCall(layer=layer, inputs=inputs, outputs=outputs, node=node)
-                graph.calls.append(call)
-                for index, key in enumerate(outputs):
-                    graph.producer[key] = (call, index)
-                for index, key in enumerate(inputs):
-                    graph.consumers.setdefault(key, []).append((call, index))
+        for layer, input_tensors, output_tensors, arguments in adapter.operation_calls(functional):
+            inputs = [resolve(key_of(t)) for t in input_tensors]
+            outputs = [key_of(t) for t in output_tensors]
+            if is_nested_model(layer):
+                inner = functional_of(layer)
+                inner_scope = scope + ((layer.name, id(arguments)),)
+                inner_inputs, inner_outputs = expand(inner, inner_scope)
+                for inner_key, outer_key in zip(inner_inputs, inputs):
+                    aliases[inner_key] = outer_key
+                for outer_key, inner_key in zip(outputs, inner_outputs):
+                    aliases[outer_key] = resolve(inner_key)
+                continue
+            call = LayerCall(layer, inputs, outputs, input_tensors, arguments)
+            graph.calls.append(call)
+            for index, key in enumerate(outputs):
+                graph.producer[key] = (call, index)
         return [key_of(t) for t in functional.inputs], [key_of(t) for t in functional.outputs]
 
     # Inner models are expanded before the calls that read them are visited
@@ -128,12 +147,3 @@ def build_graph(model):
     graph.outputs = [resolve(k) for k in outputs]
     return graph
 
-
-def iter_layers(model):
-    """Every layer of `model` with weights or not, nested models expanded, once each."""
-    seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if is_nested_model(layer) or id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer

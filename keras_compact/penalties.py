@@ -17,38 +17,7 @@ import numpy as np
 
 from keras_compact import graph as graph_lib
 from keras_compact import prox
-
-# Layers whose output channels are neurons, and the attribute holding the
-# kernel that produces them.
-NEURON_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-)
-
-
-@dataclasses.dataclass(eq=False)
-class Member:
-    """One variable of a neuron group, seen as (pre, n, post): neuron j is [:, j, :]."""
-
-    variable: keras.Variable
-    pre: int
-    n: int
-    post: int
-
-    def view(self, value):
-        return keras.ops.reshape(value, (self.pre, self.n, self.post))
-
-    def unview(self, value):
-        return keras.ops.reshape(value, tuple(self.variable.shape))
+from keras_compact.registry import Member, channel_axis, has_neurons, is_registered, spec_for
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,7 +25,7 @@ class Target:
     """The variables one penalty acts on in one layer, and its group weights."""
 
     layer_name: str
-    members: list
+    members: list  # registry.Member: the first is the kernel
     group_weights: object = None  # np.ndarray (n,) or None
     neuron_groups: bool = True  # False for penalties without neuron structure
 
@@ -67,36 +36,6 @@ class Target:
     @property
     def variables(self):
         return [m.variable for m in self.members]
-
-
-def _kernel_member(layer):
-    """The kernel variable of a neuron layer, as a Member (pre, n, post)."""
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        kernel = layer.pointwise_kernel
-        return Member(kernel, int(np.prod(kernel.shape[:-1])), kernel.shape[-1], 1)
-    kernel = layer.kernel
-    shape = tuple(kernel.shape)
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        # (*k, in, multiplier): output channel c*multiplier + m.
-        return Member(kernel, int(np.prod(shape[:-2])), shape[-2] * shape[-1], 1)
-    if isinstance(
-        layer,
-        (
-            keras.layers.Conv1DTranspose,
-            keras.layers.Conv2DTranspose,
-            keras.layers.Conv3DTranspose,
-        ),
-    ):
-        # (*k, out, in).
-        return Member(kernel, int(np.prod(shape[:-2])), shape[-2], shape[-1])
-    return Member(kernel, int(np.prod(shape[:-1])), shape[-1], 1)
-
-
-def channel_axis(layer, rank):
-    """The axis (non-negative) of a neuron layer's output that indexes its neurons."""
-    if getattr(layer, "data_format", "channels_last") == "channels_first":
-        return 1
-    return rank - 1
 
 
 def _follows_as_batchnorm(call, use_call, graph):
@@ -118,86 +57,117 @@ def output_layers(graph):
             continue
         seen.add(key)
         call, _ = graph.producer[key]
-        if isinstance(call.layer, NEURON_LAYERS):
+        if has_neurons(call.layer):
             found.add(id(call.layer))
         else:
             stack.extend(call.inputs)
     return found
 
 
+def check_strength(owner, strength):
+    """`strength` as a float, or a ValueError that names it and says what is wrong."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)):
+        raise TypeError(
+            f"{owner}: strength must be a number >= 0 (e.g. 1e-4), got {strength!r} "
+            f"({type(strength).__name__})."
+        )
+    strength = float(strength)
+    if not math.isfinite(strength) or strength < 0:
+        raise ValueError(f"{owner}: strength must be finite and >= 0, got {strength}.")
+    return strength
+
+
 class Penalty:
     """Base class: a strength and a selection of layers.
 
-    Subclasses set `layer_types` (the layers they can act on), `_target` (the
+    Subclasses define `acts_on` (the layers they can act on), `_target` (the
     variables of one layer they act on) and `prox`; `every` > 1 makes the
     optimizer apply the prox every `every` steps, with `every` times the step.
 
     Args:
-        strength: lambda >= 0, finite.
+        strength: lambda >= 0, finite: the initial strength. The optimizer
+            keeps the strength it applies as a variable, which a callback
+            (`BudgetController`) may change during training.
         layers: a regex searched in layer names, or a list of layer names.
-            None selects every hidden neuron layer (Dense, Conv1D/2D/3D and
-            their transposes, DepthwiseConv, SeparableConv). A layer whose
-            channels are a model output is selected only when a list names it.
+            None selects every hidden layer with neurons (Dense, Conv1D/2D/3D
+            and their transposes, DepthwiseConv, SeparableConv, and any layer
+            registered with neurons). A layer whose channels are a model
+            output is selected only when a list names it.
     """
 
-    layer_types = NEURON_LAYERS
     every = 1
 
     def __init__(self, strength, layers=None):
-        strength = float(strength)
-        if not math.isfinite(strength) or strength < 0:
-            raise ValueError(
-                f"{type(self).__name__}: strength must be finite and >= 0, got {strength}."
-            )
-        if layers is not None and not isinstance(layers, str):
-            layers = list(layers)
-            if not all(isinstance(name, str) for name in layers):
-                raise ValueError(
-                    f"{type(self).__name__}: layers must be a regex string or a "
-                    f"list of layer names, got {layers!r}."
-                )
-        elif isinstance(layers, str):
+        owner = type(self).__name__
+        strength = check_strength(owner, strength)
+        if isinstance(layers, str):
             try:
                 re.compile(layers)
             except re.error as error:
-                raise ValueError(
-                    f"{type(self).__name__}: layers={layers!r} is not a valid regex: {error}"
-                ) from None
+                raise ValueError(f"{owner}: layers={layers!r} is not a valid regex: {error}") from None
+        elif layers is not None:
+            if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+                raise TypeError(
+                    f"{owner}: layers must be None, a regex string or a list of layer "
+                    f"names, got {layers!r}."
+                )
+            if not layers:
+                raise ValueError(f"{owner}: layers=[] names no layer; pass None to select every layer.")
+            layers = list(layers)
         self.strength = strength
         self.layers = layers
 
-    def select(self, graph):
-        """The layer calls this penalty acts on, in graph order (one per layer)."""
-        outputs = output_layers(graph)
-        candidates, seen = [], set()
-        for call in graph.calls:
-            if isinstance(call.layer, self.layer_types) and id(call.layer) not in seen:
-                seen.add(id(call.layer))
-                candidates.append(call)
+    def acts_on(self, layer):
+        """Whether this penalty can act on `layer` (its registry entry has neurons)."""
+        return has_neurons(layer)
+
+    def select(self, graphs):
+        """[(graph, call)] this penalty acts on, in graph order, one per layer.
+
+        Raises ValueError when the selection is empty: a penalty that acts on
+        nothing would make the optimizer plain SGD without a word.
+        """
+        owner = type(self).__name__
+        candidates, seen, outputs = [], set(), set()
+        for graph in graphs:
+            outputs |= output_layers(graph)
+            for call in graph.calls:
+                if self.acts_on(call.layer) and id(call.layer) not in seen:
+                    seen.add(id(call.layer))
+                    candidates.append((graph, call))
+        hidden = [(g, c) for g, c in candidates if id(c.layer) not in outputs]
         if self.layers is None:
-            return [c for c in candidates if id(c.layer) not in outputs]
-        if isinstance(self.layers, str):
-            chosen = [
-                c
-                for c in candidates
-                if re.search(self.layers, c.name) and id(c.layer) not in outputs
-            ]
+            chosen = hidden
+        elif isinstance(self.layers, str):
+            chosen = [(g, c) for g, c in hidden if re.search(self.layers, c.name)]
         else:
-            by_name = {c.name: c for c in candidates}
-            missing = [name for name in self.layers if name not in by_name]
+            names = {c.name for _, c in candidates}
+            missing = [name for name in self.layers if name not in names]
             if missing:
                 raise ValueError(
-                    f"{type(self).__name__}: no penalizable layer named "
-                    f"{missing}. Layers that could match: {sorted(by_name)}."
+                    f"{owner}: no layer it can act on is named {missing}. "
+                    f"Layers it can act on: {sorted(names)}."
                 )
-            chosen = [c for c in candidates if c.name in self.layers]
+            chosen = [(g, c) for g, c in candidates if c.name in self.layers]
         if not chosen:
+            unknown = sorted(
+                {
+                    f"{c.name} ({type(c.layer).__name__})"
+                    for graph in graphs
+                    for c in graph.calls
+                    if not is_registered(c.layer)
+                }
+            )
             raise ValueError(
-                f"{type(self).__name__}: layers={self.layers!r} matches no hidden "
-                f"penalizable layer. Layers that could match: "
-                f"{[c.name for c in candidates if id(c.layer) not in outputs]} "
-                f"(output layers {[c.name for c in candidates if id(c.layer) in outputs]} "
-                "are penalized only when listed by name)."
+                f"{owner}(layers={self.layers!r}) selects no layer, so it would do nothing. "
+                f"Hidden layers it can act on: {[c.name for _, c in hidden]}; output layers "
+                f"(only when listed by name): {[c.name for _, c in candidates if id(c.layer) in outputs]}."
+                + (
+                    f" Layers unknown to keras-compact: {unknown}: teach it a custom layer "
+                    "with keras_compact.register_layer (README, 'Your own layers')."
+                    if unknown
+                    else ""
+                )
             )
         return chosen
 
@@ -205,24 +175,31 @@ class Penalty:
         """The `Target`s of this penalty in `model`.
 
         Args:
-            model: a built Sequential or Functional model.
+            model: a built Sequential or Functional model, or a subclassed
+                model whose Sequential/Functional parts are then penalized
+                (`graph.functional_parts`).
             trainable: optional collection of the variables being optimized;
                 a variable outside it (a frozen BatchNormalization, say) is left
                 out of every group, and a layer whose kernel is outside it (a
                 frozen layer) is skipped, or refused when a list names it.
         """
-        graph = graph_lib.build_graph(model)
-        calls = self.select(graph)
+        graphs = [graph_lib.build_graph(part) for part in graph_lib.functional_parts(model)]
+        chosen = self.select(graphs)
         if trainable is not None:
             trainable_ids = {id(v) for v in trainable}
-            frozen = [c.name for c in calls if id(_kernel_member(c.layer).variable) not in trainable_ids]
-            if frozen and isinstance(self.layers, list):
+            frozen = [
+                c.name
+                for _, c in chosen
+                if id(spec_for(c.layer).neurons(c.layer).variable) not in trainable_ids
+            ]
+            if frozen and (isinstance(self.layers, list) or len(frozen) == len(chosen)):
                 raise ValueError(
                     f"{type(self).__name__}: layers {frozen} are frozen (not trainable): "
-                    "the optimizer must not change them. Leave them out of `layers`."
+                    "the optimizer must not change them. Leave them out of `layers`, or "
+                    "make them trainable."
                 )
-            calls = [c for c in calls if c.name not in frozen]
-        return [self._target(call, graph, trainable) for call in calls]
+            chosen = [(g, c) for g, c in chosen if c.name not in frozen]
+        return [self._target(call, graph, trainable) for graph, call in chosen]
 
     def _target(self, call, graph, trainable):
         raise NotImplementedError
@@ -257,7 +234,7 @@ class NeuronPenalty(Penalty):
         def usable(variable):
             return variable is not None and (trainable_ids is None or id(variable) in trainable_ids)
 
-        kernel = _kernel_member(call.layer)  # trainable: `resolve` skips frozen layers
+        kernel = spec_for(call.layer).neurons(call.layer)  # trainable: `resolve` skips frozen layers
         n = kernel.n
         extras = []
         if self.include_bias:
@@ -358,7 +335,6 @@ class TensorLowRank(Penalty):
         method: "output", "spatial" or "average".
     """
 
-    layer_types = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
     methods = ("output", "spatial", "average")
 
     def __init__(self, strength, layers=None, every=1, method="output"):
@@ -369,6 +345,10 @@ class TensorLowRank(Penalty):
             raise ValueError(f"TensorLowRank: method must be one of {self.methods}, got {method!r}.")
         self.every = int(every)
         self.method = method
+
+    def acts_on(self, layer):
+        """Layers whose registry entry allows low rank (Dense, Conv1D/2D/3D)."""
+        return spec_for(layer).low_rank
 
     def _target(self, call, graph, trainable):
         kernel = call.layer.kernel
@@ -382,7 +362,7 @@ class TensorLowRank(Penalty):
                 f"TensorLowRank: layer '{call.name}' is a grouped conv "
                 f"(groups={call.layer.groups}); leave it out of `layers`."
             )
-        return Target(call.name, [_kernel_member(call.layer)], neuron_groups=False)
+        return Target(call.name, [spec_for(call.layer).neurons(call.layer)], neuron_groups=False)
 
     def prox(self, blocks, threshold, target):
         kernel = target.members[0].unview(blocks[0])

@@ -173,11 +173,25 @@ def test_other_penalties_apply_their_prox(penalty):
     np.testing.assert_allclose(weights_of(model)[1], np.asarray(expected[1])[0, :, 0], atol=1e-7)
 
 
-def test_custom_loop_without_bind_is_a_clear_error():
+def test_custom_loop_finds_the_model_of_its_variables_without_bind():
     model = mlp()
     optimizer = kc.ProxSGD(0.1, penalties=[kc.GroupLasso(1.0)])
+    optimizer.apply(synthetic_grads(model), model.trainable_variables)
+    assert [t.layer_name for _, t in optimizer.proximal_targets] == ["fc"]
+
+
+def test_unknown_model_is_a_clear_error_and_bind_then_retry_applies_the_penalties():
+    model = mlp()
+    variables = model.trainable_variables[:2]  # no model has exactly these
+    grads = synthetic_grads(model)[:2]
+    optimizer = kc.ProxSGD(0.1, penalties=[kc.GroupLasso(1e3)])
     with pytest.raises(ValueError, match=r"optimizer.bind\(model\)"):
-        optimizer.apply(synthetic_grads(model), model.trainable_variables)
+        optimizer.apply(grads, variables)
+    assert not optimizer.built  # a failed build leaves nothing half-done
+    optimizer.bind(model).apply(grads, variables)
+    assert [t.layer_name for _, t in optimizer.proximal_targets] == ["fc"]
+    # The huge strength killed every neuron of fc: the prox did run.
+    assert not np.any(keras.ops.convert_to_numpy(model.get_layer("fc").kernel))
 
 
 def test_penalties_must_be_penalties():

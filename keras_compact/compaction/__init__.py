@@ -2,25 +2,62 @@
 
     compact_model, report = keras_compact.compact(model)
 
-Which channels go is decided from weights only (`channels`), per-layer
-behaviour lives in one table of rules (`rules.RULES`), the rebuild slices
-weights and folds constants into biases (`rebuild`), and the result is
-checked against the original on a random batch (`verify`). Layers whose
-kernels are of low rank are then split into two thin layers (`factorize`).
+Which channels go is decided from weights only (`channels`), what each layer
+does is its entry in the layer registry (`keras_compact.registry`), the
+rebuild slices weights and folds constants into biases (`rebuild`), and the
+result is checked against the original on a random batch (`verify`). Layers
+trained to low rank are then split into two thin layers (`factorize`).
 """
 
+import keras
+import numpy as np
+
 from keras_compact import graph as graph_lib
-from keras_compact.compaction.channels import WeightCache, analyze
-from keras_compact.compaction.factorize import Factorization, factorize as factorize_model
-from keras_compact.compaction.rebuild import rebuild
-from keras_compact.compaction.report import (
-    CompactionReport,
-    LayerReport,
-    add_factorizations,
-    make_report,
-)
-from keras_compact.compaction.verify import CompactionError, random_batch
+from keras_compact.compaction.channels import CallMasks, WeightCache, analyze
+from keras_compact.compaction.factorize import factorize as factorize_model
+from keras_compact.compaction.rebuild import diagnose_clones, rebuild
+from keras_compact.compaction.report import CompactionReport, LayerReport, add_factorizations, make_report
+from keras_compact.compaction.verify import CompactionError, check_finite_weights, random_batch
 from keras_compact.compaction.verify import verify as verify_models
+from keras_compact.registry import spec_for
+
+
+def _check_channel_multiple(channel_multiple):
+    if isinstance(channel_multiple, bool) or int(channel_multiple) != channel_multiple or channel_multiple < 1:
+        raise ValueError(f"channel_multiple must be an integer >= 1, got {channel_multiple!r}.")
+    return int(channel_multiple)
+
+
+def _low_rank_layers(model):
+    """Names of the layers a TensorLowRank penalty of the model's optimizer trains."""
+    from keras_compact.optimizers.proximal import proximal_optimizer_of
+    from keras_compact.penalties import TensorLowRank
+
+    optimizer = proximal_optimizer_of(model)
+    if optimizer is None:
+        return []
+    return sorted(
+        {
+            target.layer_name
+            for penalty in optimizer.penalties
+            if isinstance(penalty, TensorLowRank)
+            for target in penalty.resolve(model)
+        }
+    )
+
+
+def _layers_to_factorize(model, factorize):
+    if factorize == "auto":
+        return _low_rank_layers(model)
+    if factorize is True:
+        return None  # every layer
+    if factorize is False or factorize is None:
+        return []
+    if isinstance(factorize, (list, tuple)) and all(isinstance(n, str) for n in factorize):
+        return list(factorize)
+    raise ValueError(
+        f"factorize must be 'auto', True, False or a list of layer names, got {factorize!r}."
+    )
 
 
 def compact(
@@ -31,7 +68,7 @@ def compact(
     rtol=1e-4,
     verify=True,
     seed=0,
-    factorize=True,
+    factorize="auto",
     rank_rtol=1e-5,
     channel_multiple=1,
 ):
@@ -41,42 +78,58 @@ def compact(
     that is zero where it is cut or folds exactly into every consumer's bias,
     or when nothing reads it (all outgoing weights zero). Channels coupled by
     Add, Multiply, ... go together. Model outputs keep all their channels.
+    Removing channels is exact; factorization (below) cuts singular values
+    up to `rank_rtol` and is verified like the rest.
 
     Args:
         model: a built Sequential or Functional model (nested models, shared
             layers, several inputs and outputs are fine). It is not modified.
         sample_data: optional inputs (as `model(...)` takes them) on which the
             two models are compared too, beside a random batch.
-        atol, rtol: tolerance of the comparison, |a - b| <= atol + rtol * |a|.
+        atol, rtol: tolerance of the comparison: for each output,
+            max |a - b| <= atol + rtol * max(1, max |a|).
         verify: compare the two models (raise `CompactionError` if they differ).
         seed: seed of the random batch.
-        factorize: replace each Dense/Conv layer whose kernel has low rank by
-            two thin layers where that is smaller (see `factorize.py`).
+        factorize: split layers whose kernels have low rank into two thin
+            layers where that is smaller (see `factorize.py`). "auto" (the
+            default): only the layers a `TensorLowRank` penalty of the model's
+            optimizer trained; True: every Dense/Conv layer (one SVD each:
+            slow on big models); False: none; or a list of layer names.
         rank_rtol: singular values at or below `rank_rtol` times a kernel's
             largest count as zero when factorizing.
-        channel_multiple: keep some removable channels so that each Dense/conv
-            layer's width is a multiple of this (8 suits XNNPACK's SIMD blocks
-            on CPUs); exact, since a kept channel needs no folding.
+        channel_multiple: keep some removable channels so that each layer's
+            width is a multiple of this (8 suits XNNPACK's SIMD blocks on
+            CPUs); exact, since a kept channel needs no folding.
 
     Returns:
         (compact_model, report): a plain Functional Keras model of standard
         layers (nested models expanded) and a `CompactionReport`.
     """
+    channel_multiple = _check_channel_multiple(channel_multiple)
+    factorize_layers = _layers_to_factorize(model, factorize)
+    for name, value in (("atol", atol), ("rtol", rtol), ("rank_rtol", rank_rtol)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     graph = graph_lib.build_graph(model)
+    check_finite_weights(model)
     weights = WeightCache()
-    if int(channel_multiple) != channel_multiple or channel_multiple < 1:
-        raise ValueError(f"channel_multiple must be an integer >= 1, got {channel_multiple!r}.")
-    analysis = analyze(graph, weights, int(channel_multiple))
+    analysis = analyze(graph, weights, channel_multiple)
     rebuilt = rebuild(model, graph, analysis, weights)
     report = make_report(model, graph, analysis, rebuilt)
     compact_model = rebuilt.model
-    if factorize:
-        compact_model, factorizations = factorize_model(compact_model, rtol=rank_rtol)
+    if factorize_layers is None or factorize_layers:
+        compact_model, factorizations = factorize_model(compact_model, rtol=rank_rtol, layers=factorize_layers)
         add_factorizations(report, compact_model, factorizations)
     if verify:
         try:
             report.max_abs_diff, report.max_rel_diff = verify_models(
-                model, compact_model, sample_data=sample_data, atol=atol, rtol=rtol, seed=seed
+                model,
+                compact_model,
+                sample_data=sample_data,
+                atol=atol,
+                rtol=rtol,
+                seed=seed,
+                diagnose=lambda data: diagnose_clones(graph, rebuilt, seed),
             )
         except CompactionError as error:
             if not report.factorized:
@@ -89,11 +142,39 @@ def compact(
     return compact_model, report
 
 
+def projected_size(model, channel_multiple=1):
+    """(parameters, MACs per sample) of `compact(model, factorize=False)`, without building it.
+
+    The same channel analysis as `compact` (coupled channels, barriers,
+    constants, `channel_multiple`), and each changed layer's weights as its
+    registry entry would rebuild them; no Keras layer is made, so it is cheap
+    enough to run during training (the budget controller does).
+    """
+    channel_multiple = _check_channel_multiple(channel_multiple)
+    graph = graph_lib.build_graph(model)
+    weights = WeightCache()
+    analysis = analyze(graph, weights, channel_multiple)
+    params, macs, counted = 0, 0, set()
+    for call in graph.calls:
+        layer = call.layer
+        shapes = None
+        if isinstance(layer, keras.layers.Layer) and id(layer) not in analysis.barrier_layers:
+            masks = CallMasks(analysis, call)
+            if masks.changes():
+                new = spec_for(layer).rebuild(layer, masks, weights)[1]
+                shapes = None if new is None else {k: np.shape(v) for k, v in new.items()}
+        if isinstance(layer, keras.layers.Layer) and id(layer) not in counted:
+            counted.add(id(layer))
+            params += layer.count_params() if shapes is None else sum(int(np.prod(s)) for s in shapes.values())
+        macs += spec_for(layer).macs(call, graph, shapes) or 0
+    return int(params), int(macs)
+
+
 __all__ = [
     "CompactionError",
     "CompactionReport",
-    "Factorization",
     "LayerReport",
     "compact",
+    "projected_size",
     "random_batch",
 ]

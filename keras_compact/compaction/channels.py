@@ -9,7 +9,7 @@ that produce neurons (Dense, convolutions) make fresh slots.
 Alongside the slots each tensor carries the structural constant of each
 channel (NaN where the channel is not constant), computed from weights only:
 an all-zero kernel slice gives act(bias), BatchNorm maps constants affinely,
-and so on (see `rules`).
+and so on.
 
 A group is removed unless some position of it has a reason to stay:
 - it is a model input or output, or it feeds or comes out of a barrier;
@@ -23,8 +23,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_compact.compaction.rules import Barrier, rule_for
-from keras_compact.penalties import NEURON_LAYERS
+from keras_compact.registry import Barrier, has_neurons, spec_for
 
 ALIVE = "alive"
 MODEL_INPUT = "model input"
@@ -53,7 +52,7 @@ class WeightCache:
 
 
 class ChannelAnalysis:
-    """Walks a `graph.Graph` once, applying each layer's rule, then decides.
+    """Walks a `graph.Graph` once, applying each layer's registry entry, then decides.
 
     After `run()`: `kept(key)` and `const(key)` for every tensor with a
     channel axis, `reason(slot)` for a kept channel, and `barriers`.
@@ -73,7 +72,7 @@ class ChannelAnalysis:
         self._sink_constants = {}  # (id(layer), input index) -> constants of the first call
         self._removed = None
 
-    # -- helpers used by rules ------------------------------------------------
+    # -- helpers used by the layer specs -------------------------------------
 
     def shape(self, key):
         return tuple(self.graph.tensors[key].shape)
@@ -134,7 +133,7 @@ class ChannelAnalysis:
         return self
 
     def _visit(self, call):
-        rule = rule_for(call.layer)
+        spec = spec_for(call.layer)
         inputs = [self._tensors.get(key) for key in call.inputs]
         try:
             if id(call.layer) in self.barrier_layers:
@@ -143,16 +142,16 @@ class ChannelAnalysis:
                 raise Barrier("an input has no known channel axis")
             if any(self._width(key) is None for key in call.outputs):
                 raise Barrier("an output has no known channel axis")
-            rule.check(call.layer, call, self)
+            spec.check(call.layer, call, self)
             self._couple_shared_inputs(call, inputs)
-            outputs = rule.propagate(call, inputs, self)
+            outputs = spec.propagate(call, inputs, self)
         except Barrier as why:
             self._barrier(call, inputs, str(why))
             return
         for key, channels in zip(call.outputs, outputs):
             self._tensors[key] = channels
         for index, source in enumerate(inputs):
-            found = rule.sink(call, index, self)
+            found = spec.sink(call, index, self)
             if found is not None:
                 self._check_sink(call, index, source, *found)
 
@@ -232,7 +231,7 @@ class ChannelAnalysis:
         outputs = [
             (call, key)
             for call in self.graph.calls
-            if isinstance(call.layer, NEURON_LAYERS)
+            if has_neurons(call.layer)
             for key in call.outputs[:1]
             if key in self._tensors
         ]

@@ -23,6 +23,9 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_compact import graph as graph_lib
+from keras_compact.registry import spec_for
+
 
 @dataclasses.dataclass
 class Factorization:
@@ -41,22 +44,26 @@ class Factorization:
         return dataclasses.asdict(self)
 
 
-def _rank(singular_values, rtol):
-    if singular_values.size == 0 or singular_values[0] == 0:
-        return 0, 0.0
-    keep = singular_values > rtol * singular_values[0]
-    rank = int(keep.sum())
-    dropped = singular_values[rank:]
-    return rank, float(dropped[0] / singular_values[0]) if dropped.size else 0.0
+def truncated_svd(matrix, rtol):
+    """The rank-r factors of `matrix` with singular values above `rtol` times the largest.
 
-
-def _svd(matrix):
+    Returns (left (m, r) with the singular values folded in, right (r, n),
+    r, the full rank min(m, n), and the largest dropped singular value
+    relative to the largest).
+    """
     u, s, vt = np.linalg.svd(matrix.astype("float64"), full_matrices=False)
-    return u * s, s, vt  # the singular values go to the first factor
+    if s.size == 0 or s[0] == 0:
+        rank, dropped = 0, 0.0
+    else:
+        rank = int((s > rtol * s[0]).sum())
+        dropped = float(s[rank] / s[0]) if rank < s.size else 0.0
+    return (u * s)[:, :rank], vt[:rank], rank, int(s.size), dropped
 
 
 @dataclasses.dataclass
-class _Plan:
+class Plan:
+    """One way to write a layer as two: configs and kernels of both."""
+
     form: str
     rank: int
     full_rank: int
@@ -70,84 +77,12 @@ class _Plan:
         return self.first_kernel.size + self.second_kernel.size + bias_size
 
 
-def _dense_plans(layer, config, rtol):
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    us, s, vt = _svd(kernel)
-    rank, dropped = _rank(s, rtol)
-    first = dict(config, units=rank, use_bias=False, activation="linear")
-    return [_Plan("dense", rank, len(s), dropped, first, config, us[:, :rank], vt[:rank])]
-
-
-def _conv_plans(layer, config, rtol):
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    *window, channels_in, channels_out = kernel.shape
-    nd = len(window)
-    us, s, vt = _svd(kernel.reshape(-1, channels_out))
-    rank, dropped = _rank(s, rtol)
-    first = dict(config, filters=rank, use_bias=False, activation="linear")
-    ones = (1,) * nd
-    second = dict(config, kernel_size=ones, strides=ones, dilation_rate=ones, padding="valid")
-    plans = [
-        _Plan(
-            "output",
-            rank,
-            len(s),
-            dropped,
-            first,
-            second,
-            us[:, :rank].reshape(*window, channels_in, rank),
-            vt[:rank].reshape(*ones, rank, channels_out),
-        )
-    ]
-    if nd == 2:
-        kh, kw = window
-        (sh, sw), (dh, dw) = layer.strides, layer.dilation_rate
-        matrix = kernel.transpose(0, 2, 1, 3).reshape(kh * channels_in, kw * channels_out)
-        us, s, vt = _svd(matrix)
-        rank, dropped = _rank(s, rtol)
-        first = dict(
-            config,
-            filters=rank,
-            kernel_size=(kh, 1),
-            strides=(sh, 1),
-            dilation_rate=(dh, 1),
-            use_bias=False,
-            activation="linear",
-        )
-        second = dict(config, kernel_size=(1, kw), strides=(1, sw), dilation_rate=(1, dw))
-        first_kernel = us[:, :rank].reshape(kh, channels_in, rank)[:, None]
-        second_kernel = vt[:rank].reshape(rank, kw, channels_out).transpose(1, 0, 2)[None]
-        plans.append(
-            _Plan("spatial", rank, len(s), dropped, first, second, first_kernel, second_kernel)
-        )
-    return plans
-
-
-def _conv_can_factorize(layer):
-    # Grouped convs mix channels in blocks; channels_first kernels are fine,
-    # but keep the two-layer form in the layer's own layout.
-    return getattr(layer, "groups", 1) == 1
-
-
-# The layers this module can factorize: one entry per type.
-FACTORIZERS = {
-    keras.layers.Dense: (_dense_plans, lambda layer: True),
-    keras.layers.Conv1D: (_conv_plans, _conv_can_factorize),
-    keras.layers.Conv2D: (_conv_plans, _conv_can_factorize),
-    keras.layers.Conv3D: (_conv_plans, _conv_can_factorize),
-}
-
-
 def _best_plan(layer, rtol):
-    """The smallest factorized form of `layer`, or None when none is smaller."""
-    entry = FACTORIZERS.get(type(layer))
-    if entry is None or not entry[1](layer):
-        return None
-    plans_fn, _ = entry
-    bias_size = layer.bias.shape[0] if getattr(layer, "bias", None) is not None else 0
-    plans = [p for p in plans_fn(layer, layer.get_config(), rtol) if p.rank > 0]
+    """The smallest factorized form of `layer` (its registry entry's), or None when none is smaller."""
+    plans = [p for p in spec_for(layer).factorizations(layer, rtol) if p.rank > 0]
     if not plans:
         return None
+    bias_size = layer.bias.shape[0] if getattr(layer, "bias", None) is not None else 0
     best = min(plans, key=lambda p: p.params(bias_size))
     if best.params(bias_size) >= layer.count_params():
         return None
@@ -168,13 +103,14 @@ def _build_pair(layer, plan, input_shape, factor_name):
     return first, second
 
 
-def factorize(model, rtol=1e-5):
+def factorize(model, rtol=1e-5, layers=None):
     """A copy of `model` with each Dense/Conv layer factorized where that is smaller.
 
     Args:
         model: a Sequential or Functional model (layers inside nested models
             are left as they are).
         rtol: singular values at or below `rtol` times the largest are cut.
+        layers: names of the layers to try; None tries every layer.
 
     Returns:
         (new_model, [Factorization]). The new model is Functional; layers that
@@ -183,6 +119,8 @@ def factorize(model, rtol=1e-5):
     """
     plans = {}
     for layer in model.layers:
+        if layers is not None and layer.name not in layers:
+            continue
         plan = _best_plan(layer, rtol)
         if plan is not None:
             plans[id(layer)] = plan
@@ -193,6 +131,7 @@ def factorize(model, rtol=1e-5):
         functional = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     pairs, records = {}, []
     names = {layer.name for layer in functional.layers}
+    graph = graph_lib.build_graph(functional)
     for layer in functional.layers:
         if id(layer) in plans:
             plan = plans[id(layer)]
@@ -201,7 +140,7 @@ def factorize(model, rtol=1e-5):
                 factor_name += "_"
             names.add(factor_name)
             # A shared layer has one pair, built for its first call.
-            input_shape = layer._inbound_nodes[0].input_tensors[0].shape
+            input_shape = graph.tensors[graph.calls_of(layer)[0].inputs[0]].shape
             pairs[id(layer)] = _build_pair(layer, plan, input_shape, factor_name)
             records.append(
                 Factorization(

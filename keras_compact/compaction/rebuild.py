@@ -8,8 +8,9 @@ prefixed by its nested model's name), shared layers stay shared.
 import keras
 import numpy as np
 
+from keras_compact import _keras_adapter as adapter
 from keras_compact.compaction.channels import CallMasks
-from keras_compact.compaction.rules import rule_for
+from keras_compact.registry import spec_for
 
 
 def _unique_name(call, used):
@@ -25,26 +26,34 @@ def _unique_name(call, used):
     return name
 
 
-def _clone(layer, weights, config=None):
-    """A new instance of `layer` from its config, and its weights as they are."""
-    config = layer.get_config() if config is None else config
-    if isinstance(layer, keras.layers.Lambda):
-        # The function is already in memory (its loading was the moment to
-        # refuse it); re-creating it from its own config adds no risk.
-        return keras.layers.Lambda.from_config(config, safe_mode=False), []
-    return layer.__class__.from_config(config), [weights.get(v) for v in layer.weights]
+def _from_config(layer, config):
+    """`type(layer).from_config(config)`, or an error that names the layer."""
+    try:
+        if isinstance(layer, keras.layers.Lambda):
+            # The function is already in memory (its loading was the moment to
+            # refuse it); re-creating it from its own config adds no risk.
+            return keras.layers.Lambda.from_config(config, safe_mode=False)
+        return type(layer).from_config(config)
+    except Exception as error:  # noqa: BLE001 - any failure of a user's from_config
+        raise ValueError(
+            f"Compaction: layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt "
+            f"from its own get_config(): {type(error).__name__}: {error}. Make its "
+            "get_config() return every constructor argument (and from_config accept them), "
+            "or register a LayerSpec for it (keras_compact.register_layer)."
+        ) from error
 
 
 class Rebuilt:
-    """The compact model, and which new layer replaced each old one."""
+    """The compact model, which new layer replaced each old one, and which were cloned as they are."""
 
-    def __init__(self, model, layer_map):
+    def __init__(self, model, layer_map, cloned):
         self.model = model
         self.layer_map = layer_map  # id(old layer) -> new layer
+        self.cloned = cloned  # id(old layer) of layers rebuilt from their unchanged config
 
 
 def rebuild(model, graph, analysis, weights):
-    functional = model if not isinstance(model, keras.Sequential) else model._functional
+    functional = adapter.functional_of(model)
     new_tensors = {}
     new_inputs = []
     for key in graph.inputs:
@@ -57,19 +66,21 @@ def rebuild(model, graph, analysis, weights):
         new_inputs.append(new_tensors[key])
 
     used_names = {t.name for t in new_inputs}
-    layer_map = {}
+    layer_map, cloned = {}, set()
     pending_weights = {}
     for call in graph.calls:
         layer = call.layer
         new_layer = layer_map.get(id(layer))
         if new_layer is None:
-            new_layer, new_weights = _rebuild_layer(call, analysis, weights, used_names)
+            new_layer, new_weights, unchanged = _rebuild_layer(call, analysis, weights, used_names)
             layer_map[id(layer)] = new_layer
+            if unchanged:
+                cloned.add(id(layer))
             pending_weights[id(layer)] = new_weights
         tensor_dict = {
-            id(tensor): new_tensors[key] for tensor, key in zip(call.node.input_tensors, call.inputs)
+            id(tensor): new_tensors[key] for tensor, key in zip(call.input_tensors, call.inputs)
         }
-        args, kwargs = call.node.arguments.fill_in(tensor_dict)
+        args, kwargs = adapter.fill_in_arguments(call.arguments, tensor_dict)
         outputs = keras.tree.flatten(new_layer(*args, **kwargs))
         for key, output in zip(call.outputs, outputs):
             new_tensors[key] = output
@@ -77,31 +88,65 @@ def rebuild(model, graph, analysis, weights):
         if new_weights is not None:  # the first call built the layer
             _assign(new_layer, new_weights, layer)
 
-    inputs = keras.tree.pack_sequence_as(functional._inputs_struct, new_inputs)
+    inputs = keras.tree.pack_sequence_as(adapter.input_structure(functional), new_inputs)
     outputs = keras.tree.pack_sequence_as(
-        functional._outputs_struct, [new_tensors[key] for key in graph.outputs]
+        adapter.output_structure(functional), [new_tensors[key] for key in graph.outputs]
     )
     if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
         inputs = inputs[0]
     new_model = keras.Model(inputs=inputs, outputs=outputs, name=model.name)
-    return Rebuilt(new_model, layer_map)
+    return Rebuilt(new_model, layer_map, cloned)
 
 
 def _rebuild_layer(call, analysis, weights, used_names):
     layer = call.layer
+    """(new layer, its weights, whether it is a clone of the unchanged config)."""
     if not isinstance(layer, keras.layers.Layer):
-        return layer, None  # a stateless keras.ops operation: reused as it is
+        return layer, None, False  # a stateless keras.ops operation: reused as it is
     masks = CallMasks(analysis, call)
-    if id(layer) in analysis.barrier_layers or not masks.changes():
-        config = layer.get_config()
-        config["name"] = _unique_name(call, used_names)
-        return _clone(layer, weights, config)
-    config, new_weights = rule_for(layer).rebuild(layer, masks, weights)
+    unchanged = id(layer) in analysis.barrier_layers or not masks.changes()
+    if unchanged:
+        config, new_weights = layer.get_config(), None
+    else:
+        config, new_weights = spec_for(layer).rebuild(layer, masks, weights)
     config["name"] = _unique_name(call, used_names)
-    new_layer = layer.__class__.from_config(config)
+    new_layer = _from_config(layer, config)
     if new_weights is None:
         new_weights = [weights.get(v) for v in layer.weights]
-    return new_layer, new_weights
+    return new_layer, new_weights, unchanged
+
+
+def diagnose_clones(graph, rebuilt, seed=0):
+    """Name the cloned layers that compute something other than their originals.
+
+    Each layer rebuilt from its unchanged get_config() is run, with the
+    original, on the same random inputs of its input shapes. Returns a
+    sentence for an error message, or '' when every clone agrees.
+    """
+    rng = np.random.default_rng(seed)
+    culprits = []
+    for call in graph.calls:
+        if id(call.layer) not in rebuilt.cloned or not call.input_tensors:
+            continue
+        inputs = {}
+        for tensor in call.input_tensors:
+            shape = [2 if d is None else d for d in tensor.shape]
+            dtype = keras.backend.standardize_dtype(tensor.dtype)
+            value = rng.standard_normal(shape) if "float" in dtype else np.zeros(shape)
+            inputs[id(tensor)] = keras.ops.convert_to_tensor(value.astype(dtype))
+        args, kwargs = adapter.fill_in_arguments(call.arguments, inputs)
+        kwargs = dict(kwargs, training=False) if "training" in kwargs else kwargs
+        before = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(call.layer(*args, **kwargs))]
+        new_layer = rebuilt.layer_map[id(call.layer)]
+        after = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(new_layer(*args, **kwargs))]
+        if any(a.shape != b.shape or not np.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(before, after)):
+            culprits.append(f"'{call.layer.name}' ({type(call.layer).__name__})")
+    if not culprits:
+        return ""
+    return (
+        f"Layers {', '.join(culprits)} compute something else once rebuilt from their own get_config(): "
+        "make get_config() return every constructor argument (a custom layer's usual bug)."
+    )
 
 
 def _assign(new_layer, new_weights, old_layer):

@@ -4,46 +4,15 @@ import collections
 import dataclasses
 import math
 
-import keras
 import numpy as np
 
 from keras_compact import graph as graph_lib
-from keras_compact.penalties import NEURON_LAYERS, channel_axis
-
-_TRANSPOSED = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+from keras_compact.registry import has_neurons, spec_for
 
 
-def _positions(shape, layer):
-    """The number of positions a per-position layer runs at (all but batch and channels)."""
-    shape = tuple(shape)
-    axis = channel_axis(layer, len(shape))
-    dims = shape[1:axis] + shape[axis + 1 :]
-    return None if None in dims else math.prod(dims)
-
-
-def call_macs(call, graph):
-    """Multiply-adds of one call of a Dense/conv layer, for one sample (None if unknown)."""
-    layer = call.layer
-    if not isinstance(layer, NEURON_LAYERS):
-        return 0
-    if isinstance(layer, _SEPARABLE):
-        per_position = math.prod(layer.depthwise_kernel.shape) + math.prod(
-            layer.pointwise_kernel.shape
-        )
-    else:
-        per_position = math.prod(layer.kernel.shape)
-    # Dense and transposed convs run their kernel once per input position;
-    # the others once per output position.
-    if isinstance(layer, (keras.layers.Dense, *_TRANSPOSED)):
-        positions = _positions(graph.tensors[call.inputs[0]].shape, layer)
-    else:
-        positions = _positions(graph.tensors[call.outputs[0]].shape, layer)
-    return None if positions is None else positions * per_position
+def call_macs(call, graph, weights=None):
+    """Multiply-adds of one layer call for one sample, from its registry entry (None if unknown)."""
+    return spec_for(call.layer).macs(call, graph, weights)
 
 
 def macs_by_layer(graph):
@@ -157,7 +126,7 @@ def make_report(model, graph, analysis, rebuilt):
     layers, seen = [], set()
     for call in graph.calls:
         layer = call.layer
-        if not isinstance(layer, NEURON_LAYERS) or id(layer) in seen:
+        if not has_neurons(layer) or id(layer) in seen:
             continue
         seen.add(id(layer))
         new_layer = rebuilt.layer_map[id(layer)]

@@ -3,15 +3,35 @@
 import keras
 import numpy as np
 
+from keras_compact import _keras_adapter as adapter
+from keras_compact.numerics import relative_difference
+
 
 class CompactionError(ValueError):
     """The compact model's outputs differ from the original's beyond tolerance."""
 
 
-def random_batch(model, seed=0, batch_size=2, unknown_size=8):
-    """A random batch for each model input: normal floats, small non-negative integers.
+def check_finite_weights(model):
+    """Raise ValueError naming the first variable of `model` with a NaN or inf."""
+    for variable in model.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = int(np.size(value) - np.isfinite(value).sum())
+        if bad:
+            raise ValueError(
+                f"Variable '{variable.path}' of model '{model.name}' holds {bad} NaN or "
+                "infinite values: its outputs are not numbers, so there is nothing to keep "
+                "exactly. Training diverged (lower the learning rate or the penalty "
+                "strength) or the weights file is damaged; compact a model with finite weights."
+            )
 
-    Unknown (None) non-batch dimensions get `unknown_size`.
+
+def random_batch(model, seed=0, batch_size=2, unknown_size=8):
+    """A random batch for each model input, in the structure the model takes (list, dict).
+
+    Normal floats, small non-negative integers; unknown (None) non-batch
+    dimensions get `unknown_size`.
     """
     rng = np.random.default_rng(seed)
     batch = []
@@ -24,40 +44,63 @@ def random_batch(model, seed=0, batch_size=2, unknown_size=8):
             batch.append(rng.integers(0, 2, size=shape).astype(bool))
         else:
             batch.append(rng.standard_normal(shape).astype(dtype))
+    functional = adapter.functional_of(model)
+    if functional is not None:
+        structure = adapter.input_structure(functional)
+        if isinstance(structure, dict):
+            return keras.tree.pack_sequence_as(structure, batch)
     return batch[0] if len(batch) == 1 else batch
 
 
-def _predict(model, data):
+def predict(model, data):
+    """The model's outputs on `data`, flat, as float64 numpy arrays."""
     outputs = model(data, training=False)
-    return [np.asarray(keras.ops.convert_to_numpy(o), dtype="float64") for o in keras.tree.flatten(outputs)]
+    return [
+        np.asarray(keras.ops.convert_to_numpy(o), dtype="float64") for o in keras.tree.flatten(outputs)
+    ]
 
 
-def verify(original, compact, *, sample_data=None, atol=1e-5, rtol=1e-4, seed=0):
+def verify(original, compact, *, sample_data=None, atol=1e-5, rtol=1e-4, seed=0, diagnose=None):
     """Run both models on a random batch (and `sample_data`); raise if they differ.
 
-    A difference is within tolerance where |a - b| <= atol + rtol * |a|
-    (numpy.allclose), a the original's output. Returns (max_abs, max_rel).
+    They agree when, for every output, max |a - b| <= atol + rtol * max(1, max |a|),
+    a the original's output (see `numerics.relative_difference`). Returns
+    (max_abs_diff, max_rel_diff) over all outputs and batches.
+
+    Args:
+        diagnose: optional callable(data) -> str that names the layers to
+            blame, called only when the models differ.
     """
-    batches = [random_batch(original, seed)]
+    batches = [("a random batch", random_batch(original, seed))]
     if sample_data is not None:
-        batches.append(sample_data)
+        batches.append(("sample_data", sample_data))
     max_abs, max_rel = 0.0, 0.0
-    for data in batches:
-        for a, b in zip(_predict(original, data), _predict(compact, data)):
+    for what, data in batches:
+        expected, actual = predict(original, data), predict(compact, data)
+        for a, b in zip(expected, actual):
             if a.shape != b.shape:
-                raise CompactionError(
-                    f"Compaction changed an output's shape: {a.shape} -> {b.shape}."
-                )
-            diff = np.abs(a - b)
-            if diff.size == 0:
+                raise CompactionError(f"Compaction changed an output's shape: {a.shape} -> {b.shape}.")
+            if a.size == 0:
                 continue
-            max_abs = max(max_abs, float(np.nanmax(diff)))
-            rel = diff / np.maximum(np.abs(a), np.finfo("float32").tiny)
-            max_rel = max(max_rel, float(np.nanmax(rel)))
-            if not np.allclose(b, a, atol=atol, rtol=rtol, equal_nan=True):
+            if not np.all(np.isfinite(a)):
+                raise ValueError(
+                    f"Model '{original.name}' itself gives NaN or infinite outputs on {what}, so "
+                    "agreement cannot be checked: pass sample_data= with inputs it computes "
+                    "finite outputs on (for example real data)."
+                )
+            difference = float(np.max(np.abs(a - b))) if np.all(np.isfinite(b)) else float("inf")
+            relative = relative_difference(a, b) if np.isfinite(difference) else float("inf")
+            max_abs, max_rel = max(max_abs, difference), max(max_rel, relative)
+            if not difference <= atol + rtol * max(1.0, float(np.max(np.abs(a)))):
+                blame = diagnose(data) if diagnose is not None else ""
                 raise CompactionError(
-                    f"Compaction of model '{original.name}' is not exact: outputs differ by up to "
-                    f"{float(diff.max()):.3g} (atol={atol}, rtol={rtol}). This is a bug in the "
-                    "compactor (please report it with the model); pass verify=False only to inspect it."
+                    f"Compaction of model '{original.name}' is not exact on {what}: outputs "
+                    f"differ by up to {difference:.3g} (relative {relative:.3g}; atol={atol}, "
+                    f"rtol={rtol}). "
+                    + (
+                        blame
+                        or "This is a bug in the compactor (please report it with the model); "
+                        "pass verify=False only to inspect it."
+                    )
                 )
     return max_abs, max_rel

@@ -25,6 +25,10 @@ class ProxAdam(ProximalMixin, keras.optimizers.Adam):
         learning_rate, beta_1, beta_2, epsilon, amsgrad: as `keras.optimizers.Adam`.
         penalties: a penalty or a sequence of them, applied in order.
         reset_momentum: zero the moments of neurons whose group is zero.
+        resolved_groups: the neuron groups the optimizer resolved when it was
+            built, as its `get_config` saves them, so that `load_model`
+            rebuilds them without looking for the model; leave it None.
+        name: None lets Keras name it uniquely (`prox_sgd`, `prox_sgd_1`, ...).
         **kwargs: the base optimizer arguments.
     """
 
@@ -37,7 +41,8 @@ class ProxAdam(ProximalMixin, keras.optimizers.Adam):
         amsgrad=False,
         penalties=(),
         reset_momentum=True,
-        name="ProxAdam",
+        resolved_groups=None,
+        name=None,
         **kwargs,
     ):
         super().__init__(
@@ -49,4 +54,4 @@ class ProxAdam(ProximalMixin, keras.optimizers.Adam):
             name=name,
             **kwargs,
         )
-        self._init_proximal(penalties, reset_momentum)
+        self._init_proximal(learning_rate, penalties, reset_momentum, resolved_groups)

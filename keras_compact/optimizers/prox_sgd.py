@@ -28,8 +28,12 @@ class ProxSGD(ProximalMixin, keras.optimizers.SGD):
         penalties: a penalty or a sequence of them (`GroupLasso`, `L1`,
             `SparseGroupLasso`, ...); their proxes are applied in order.
         reset_momentum: zero the momentum of neurons whose group is zero.
+        resolved_groups: the neuron groups the optimizer resolved when it was
+            built, as its `get_config` saves them, so that `load_model`
+            rebuilds them without looking for the model; leave it None.
+        name: None lets Keras name it uniquely (`prox_sgd`, `prox_sgd_1`, ...).
         **kwargs: the base optimizer arguments (`weight_decay`, `clipnorm`,
-            `global_clipnorm`, `use_ema`, `gradient_accumulation_steps`, `name`...).
+            `global_clipnorm`, `use_ema`, `gradient_accumulation_steps`...).
 
     Example:
 
@@ -49,7 +53,8 @@ class ProxSGD(ProximalMixin, keras.optimizers.SGD):
         nesterov=False,
         penalties=(),
         reset_momentum=True,
-        name="ProxSGD",
+        resolved_groups=None,
+        name=None,
         **kwargs,
     ):
         super().__init__(
@@ -59,4 +64,4 @@ class ProxSGD(ProximalMixin, keras.optimizers.SGD):
             name=name,
             **kwargs,
         )
-        self._init_proximal(penalties, reset_momentum)
+        self._init_proximal(learning_rate, penalties, reset_momentum, resolved_groups)

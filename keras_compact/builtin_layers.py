@@ -102,7 +102,7 @@ def _folded_bias(config, bias, contribution, dtype):
 def _shape(layer, weights, attribute):
     """Shape of a weight as it will be (`weights`), or as it is (None)."""
     if weights is not None:
-        return tuple(weights[attribute].shape)
+        return tuple(weights[attribute])
     return tuple(getattr(layer, attribute).shape)
 
 
@@ -388,7 +388,7 @@ class NeuronSpec(LayerSpec):
 
     def fold_exact(self, layer):
         """(whether a constant input folds exactly into the bias, why not)."""
-        if isinstance(layer, keras.layers.Dense):
+        if len(layer.kernel.shape) == 2:  # dense: no window, no borders
             return True, ""
         if self.transposed:
             return False, "a transposed convolution spreads a constant unevenly at the borders"
@@ -440,7 +440,7 @@ class NeuronSpec(LayerSpec):
         per_position = int(np.prod(_shape(call.layer, weights, "kernel")))
         # Dense and transposed convs run their kernel once per input position,
         # the others once per output position.
-        dense_like = self.transposed or isinstance(call.layer, keras.layers.Dense)
+        dense_like = self.transposed or len(call.layer.kernel.shape) == 2
         key = call.inputs[0] if dense_like else call.outputs[0]
         count = positions(graph.tensors[key].shape, call.layer)
         return None if count is None else count * per_position

@@ -37,9 +37,13 @@ def main():
         model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[kc.NeuronMonitor(verbose=0)])
         compact_model, report = kc.compact(model, sample_data=x[:8])
+        # Strength as state: a new value takes effect in the compiled step.
+        optimizer.set_strengths([1e4] * len(optimizer.penalties))
+        after = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[kc.NeuronMonitor(verbose=0)])
         runs[name] = {
             "backend": keras.backend.backend(),
             "live_conv": history.history["live_neurons/conv"],
+            "live_conv_after_strength_change": after.history["live_neurons/conv"][-1],
             "params": [report.params_before, report.params_after],
             "max_abs_diff": report.max_abs_diff,
         }

@@ -32,5 +32,6 @@ def test_jax_backend_trains_kills_neurons_and_compacts():
     for name, run in result["runs"].items():
         assert run["backend"] == "jax"
         assert run["live_conv"][-1] < 6, name  # neurons died under JAX too
+        assert run["live_conv_after_strength_change"] == 0, name
         assert run["params"][1] < run["params"][0], name
         assert run["max_abs_diff"] <= 1e-5, name

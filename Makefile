@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 # Quiet TensorFlow's start-up chatter in every target.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test test-all bench clean
+NEXT_VENV := .venv-next
+NEXT_PY := $(NEXT_VENV)/bin/python
+
+.PHONY: venv demo test test-all test-next bench clean
 
 venv: $(STAMP)
 
@@ -25,8 +28,19 @@ test: venv
 test-all: venv
 	$(PY) -m pytest -q tests
 
+# The suite on the keras-nightly build pinned in constraints-next.txt, in its own .venv-next
+# (keras-nightly installs the same `keras` package, so it replaces the release there).
+test-next: pyproject.toml constraints.txt constraints-next.txt
+	test -x $(NEXT_PY) || $(PYTHON) -m venv $(NEXT_VENV)
+	$(NEXT_PY) -m pip install -q --upgrade pip
+	$(NEXT_PY) -m pip install -q -c constraints.txt -e '.[test,export,jax]'
+	$(NEXT_PY) -m pip uninstall -q -y keras
+	$(NEXT_PY) -m pip install -q --no-deps -r constraints-next.txt
+	$(NEXT_PY) -c "import keras; print('keras', keras.__version__)"
+	$(NEXT_PY) -m pytest -q -m "not slow" tests --ignore=tests/test_examples.py
+
 bench: venv
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(NEXT_VENV) out .pytest_cache

@@ -7,6 +7,7 @@ verified export (`export`).
 """
 
 from keras_compact import prox
+from keras_compact.budget import BudgetController
 from keras_compact.builtin_layers import BarrierSpec, NeuronSpec, PassThroughSpec
 from keras_compact.callbacks import NeuronMonitor
 from keras_compact.compaction import CompactionReport, compact, projected_size
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BarrierSpec",
+    "BudgetController",
     "CompactionReport",
     "ExportReport",
     "GroupLasso",

@@ -66,6 +66,7 @@ class ChannelAnalysis:
         self.barrier_layers = set()  # id(layer) of layers rebuilt unchanged
         self._parent = []  # union-find forest over slots
         self._reasons = {}  # slot -> why its group is kept (first reason wins)
+        self._structural = set()  # slots kept by the graph itself (inputs, outputs, barriers)
         self._tensors = {}  # TensorKey -> TensorChannels
         self._layer_slots = {}  # (id(layer), output index) -> slots: shared layers
         self._layer_inputs = {}  # (id(layer), input index) -> slots of the first call
@@ -106,8 +107,10 @@ class ChannelAnalysis:
                 self._parent[root_b] = root_a
 
     def keep(self, slots, reason):
+        """Keep `slots` for a reason of the graph's (an input, an output, a barrier), not of the weights."""
         for slot in np.unique(slots).tolist():
             self._reasons.setdefault(slot, reason)
+            self._structural.add(slot)
 
     # -- the walk -------------------------------------------------------------
 
@@ -264,6 +267,14 @@ class ChannelAnalysis:
 
     def const(self, key):
         return self._tensors[key].const
+
+    def neuron_roots(self, layer):
+        """The coupled group (root slot) of each output channel of a layer with neurons."""
+        return np.array([self.find(int(slot)) for slot in self._layer_slots[(id(layer), 0)]], dtype=np.int64)
+
+    def structural_roots(self):
+        """Groups that stay whatever the weights: they reach an input, an output or a barrier."""
+        return {self.find(slot) for slot in self._structural}
 
     def reasons(self, key):
         """Why each kept channel of tensor `key` stays (None for removed channels)."""

@@ -1,0 +1,346 @@
+"""Budgets, not strengths: a callback that trains a model down to a requested size.
+
+    model.compile(optimizer=keras_compact.ProxSGD(0.01, 0.9, penalties=[keras_compact.GroupLasso(1e-4)]), ...)
+    model.fit(x, y, epochs=10, callbacks=[keras_compact.BudgetController(params=0.1)])
+    small, report = keras_compact.compact(model)      # at most 10% of the parameters
+
+How it works, over the `fit` it is given:
+
+1. **Sparsify** (up to `reach_by` of the training steps). Every `check_every`
+   steps it projects what `compact` would keep (`projected_size`: the same
+   channel analysis, coupling and `channel_multiple`) and moves every
+   penalty's strength by a factor `growth`: up while the projection is above
+   a path that falls geometrically from the dense size to the budget by
+   `reach_by`, down while it is below. The penalties' own strengths set the
+   start and their ratios.
+2. **Land**, as soon as the projection is within `landing_margin` of the
+   budget or `reach_by` of training has passed: the weakest coupled groups
+   of neurons (by the l2 norm of all their weights, the group lasso's own
+   measure; a channel summed by a residual Add goes with every neuron that
+   makes it) are zeroed until the projection is at or under the budget, the
+   dead neurons are pinned (`ProximalMixin.freeze_dead_neurons`), and the
+   strength goes to 0.
+3. **Recover**: the rest of training fine-tunes the live neurons; the
+   pinned ones cannot come back, so the size stays where it landed.
+
+The promise: when `fit` ends, `compact(model, channel_multiple=...)` is at
+or under the budget. If training ends before the landing (too few steps), the
+landing happens in `on_train_end`, with no steps left to recover: the result
+meets the budget, and `landed_at_end` in the log says to fine-tune it
+(`keras-compact compress` always fine-tunes after compaction).
+
+Progress goes into `logs` each epoch (so the progress bar, `History` and
+`TensorBoard` show it): `budget/strength` (the first penalty's), and
+`budget/params` and `budget/macs` as fractions of the dense model.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_compact import graph as graph_lib
+from keras_compact import penalties as penalties_lib
+from keras_compact.compaction import projected_size
+from keras_compact.compaction.channels import WeightCache, analyze
+from keras_compact.optimizers.proximal import proximal_optimizer_of
+from keras_compact.registry import has_neurons
+
+# Strength given to penalties created with strength 0, before the controller moves it.
+_DEFAULT_START_STRENGTH = 1e-4
+
+
+def check_budget(name, value, owner="BudgetController"):
+    """A budget as a float: a fraction in (0, 1], or a whole count > 1; else a clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a fraction in (0, 1] or a count > 1, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0 or (value > 1 and value != int(value)):
+        raise ValueError(
+            f"{owner}: {name}={value:g} is not a budget: give a fraction of the dense model in "
+            "(0, 1] (0.1 keeps at most 10%) or a whole number of them (> 1)."
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class BudgetController(keras.callbacks.Callback):
+    """Drives the penalties' strength during `fit` so that `compact` meets a budget.
+
+    Args:
+        params: the parameter budget: a fraction of the dense model in (0, 1]
+            (0.1 keeps at most 10%), or an absolute count (> 1).
+        macs: the multiply-add budget per sample, the same way. `params` and
+            `macs` may be given together; both are met.
+        channel_multiple: as `compact`'s; give the same value to both.
+        reach_by: fraction of the training steps by which the budget is
+            reached (the rest recovers accuracy), in (0, 1].
+        check_every: steps between projections; None: four times an epoch.
+        growth: factor by which the strength moves at a check (> 1).
+        landing_margin: land once the projection is within this fraction
+            above the budget (>= 0).
+        verbose: print one line when it lands.
+    """
+
+    def __init__(
+        self,
+        params=None,
+        macs=None,
+        channel_multiple=1,
+        reach_by=0.6,
+        check_every=None,
+        growth=1.25,
+        landing_margin=0.15,
+        verbose=1,
+    ):
+        super().__init__()
+        self.params_budget = check_budget("params", params)
+        self.macs_budget = check_budget("macs", macs)
+        if self.params_budget is None and self.macs_budget is None:
+            raise ValueError("BudgetController: give params=, macs= or both (a fraction or a count).")
+        if not 0 < reach_by <= 1:
+            raise ValueError(f"BudgetController: reach_by must be in (0, 1], got {reach_by}.")
+        if check_every is not None and (int(check_every) != check_every or check_every < 1):
+            raise ValueError(f"BudgetController: check_every must be an integer >= 1 or None, got {check_every!r}.")
+        if not growth > 1:
+            raise ValueError(f"BudgetController: growth must be > 1, got {growth}.")
+        if not landing_margin >= 0:
+            raise ValueError(f"BudgetController: landing_margin must be >= 0, got {landing_margin}.")
+        self.channel_multiple = int(channel_multiple)
+        self.reach_by = float(reach_by)
+        self.check_every = check_every
+        self.growth = float(growth)
+        self.landing_margin = float(landing_margin)
+        self.verbose = verbose
+        self.landed = False
+        self.landed_at_end = False
+        self.history = []  # (step, strength, params, macs) at each check
+
+    # -- sizes ----------------------------------------------------------------------------
+
+    def _targets(self):
+        """(params target, macs target) as absolute counts, None where not asked."""
+        def absolute(budget, dense):
+            if budget is None:
+                return None
+            return budget * dense if budget <= 1 else budget
+
+        return absolute(self.params_budget, self._dense[0]), absolute(self.macs_budget, self._dense[1])
+
+    def _excess(self, size):
+        """max over the budgets of size / target: <= 1 means the budget is met."""
+        ratios = [s / t for s, t in zip(size, self._targets()) if t is not None]
+        return max(ratios)
+
+    def _project(self):
+        return projected_size(self.model, channel_multiple=self.channel_multiple)
+
+    # -- Keras hooks ----------------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        optimizer = proximal_optimizer_of(self.model)
+        if optimizer is None or not optimizer.penalties:
+            raise ValueError(
+                "BudgetController drives the penalties of a keras_compact proximal optimizer: "
+                "compile the model with optimizer=keras_compact.ProxSGD(..., penalties=[GroupLasso(...)])."
+            )
+        if not any(isinstance(p, penalties_lib.NeuronPenalty) for p in optimizer.penalties):
+            raise ValueError(
+                "BudgetController needs a penalty on neurons (GroupLasso, L1, SparseGroupLasso): "
+                "TensorLowRank alone removes no neuron."
+            )
+        self._optimizer = optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self._dense = _dense_size(self.model)
+        steps = (self.params or {}).get("steps") or 100
+        self._total_steps = max(1, steps * (self.params or {}).get("epochs", 1))
+        self._check_every = int(self.check_every or max(1, steps // 4))
+        # The optimizer's counter, not the callback's: BackupAndRestore restores it.
+        self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        strengths = [self._strength(v) for v in optimizer.strength_variables]
+        if self._step and not any(strengths):
+            self.landed = True  # a resumed run that had landed: strengths 0, neurons pinned
+        minimum = self._minimum_size()
+        if self._excess(minimum) > 1:
+            raise ValueError(
+                f"BudgetController: the budget (params {self._targets()[0]}, macs "
+                f"{self._targets()[1]}) is below what compact can reach on this model, "
+                f"{minimum[0]:,} parameters and {minimum[1]:,} MACs with every penalized "
+                "neuron removed: output layers, barriers and unpenalized layers keep the rest. "
+                "Ask for a larger budget, or penalize more layers."
+            )
+        if not self.landed and not any(strengths):
+            optimizer.set_strengths([_DEFAULT_START_STRENGTH] * len(strengths))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self.landed or self._step % self._check_every:
+            return
+        size = self._project()
+        self.history.append((self._step, self._strength(), *size))
+        progress = min(1.0, self._step / (self.reach_by * self._total_steps))
+        if self._excess(size) <= 1 + self.landing_margin or progress >= 1:
+            self._land()
+            return
+        # The path falls geometrically from the dense size to the budget.
+        path = (1 / self._excess(self._dense)) ** progress
+        factor = self.growth if self._excess(size) / self._excess(self._dense) > path else 1 / self.growth
+        self._optimizer.set_strengths([self._strength(v) * factor for v in self._optimizer.strength_variables])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        params, macs = self._project()
+        logs["budget/strength"] = self._strength()
+        logs["budget/params"] = params / self._dense[0]
+        logs["budget/macs"] = macs / self._dense[1] if self._dense[1] else 0.0
+
+    def on_train_end(self, logs=None):
+        if not self.landed:
+            self._land()
+            self.landed_at_end = True
+            if self.verbose:
+                print(
+                    "BudgetController: training ended before the budget was reached; the weakest "
+                    "neurons were removed at the end. Fine-tune the compact model (keras-compact "
+                    "compress does), or train longer."
+                )
+
+    # -- landing --------------------------------------------------------------------------
+
+    def _strength(self, variable=None):
+        variable = variable if variable is not None else self._optimizer.strength_variables[0]
+        return float(keras.ops.convert_to_numpy(variable))
+
+    def _land(self):
+        optimizer = self._optimizer
+        candidates = self._removal_order()
+        if self._excess(self._project()) > 1:
+            count = self._fewest_removals(candidates)
+            for layer_name, indices in _by_layer(candidates[:count]).items():
+                optimizer.remove_neurons(layer_name, indices)
+        optimizer.freeze_dead_neurons()
+        optimizer.set_strengths([0.0] * len(optimizer.penalties))
+        self.landed = True
+        params, macs = self._project()
+        if self.verbose:
+            print(
+                f"BudgetController: landed at step {self._step}: {params:,} parameters "
+                f"({params / self._dense[0]:.1%}), {macs:,} MACs ({macs / max(1, self._dense[1]):.1%}); "
+                "dead neurons pinned, strength 0."
+            )
+
+    def _removal_order(self):
+        """Coupled groups of live penalized neurons, weakest first: [[(layer, index), ...], ...]."""
+        graph = graph_lib.build_graph(self.model)
+        analysis = analyze(graph, WeightCache(), self.channel_multiple)
+        structural = analysis.structural_roots()
+        targets = {}
+        for _, target in self._optimizer.proximal_targets:
+            if target.neuron_groups:
+                targets.setdefault(target.layer_name, target)
+        members, norms, blocked = {}, {}, set(structural)
+        seen = set()
+        for call in graph.calls:
+            layer = call.layer
+            if not has_neurons(layer) or id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            roots = analysis.neuron_roots(layer)
+            target = targets.get(layer.name)
+            if target is None:
+                blocked.update(roots.tolist())  # a neuron nothing may zero keeps its group alive
+                continue
+            squares = _group_squares(target)
+            for index, root in enumerate(roots.tolist()):
+                members.setdefault(root, []).append((layer.name, index))
+                norms[root] = norms.get(root, 0.0) + squares[index]
+        order = sorted(
+            (root for root in members if root not in blocked and norms[root] > 0),
+            key=lambda root: norms[root],
+        )
+        return [members[root] for root in order]
+
+    def _fewest_removals(self, candidates):
+        """The fewest weakest groups whose removal meets the budget (binary search on real projections)."""
+        lowest, highest = 0, len(candidates)
+        while lowest < highest:
+            middle = (lowest + highest) // 2
+            if self._excess(self._size_without(candidates[:middle])) <= 1:
+                highest = middle
+            else:
+                lowest = middle + 1
+        return lowest
+
+    def _size_without(self, groups):
+        """Projected size with `groups` zeroed; the weights are put back."""
+        saved = []
+        by_layer = _by_layer(groups)
+        for layer_name, indices in by_layer.items():
+            for member in _neuron_members(self._optimizer, layer_name):
+                original = keras.ops.convert_to_numpy(member.variable).copy()
+                saved.append((member.variable, original))
+                view = original.reshape(member.pre, member.n, member.post).copy()
+                view[:, indices, :] = 0
+                member.variable.assign(view.reshape(original.shape))
+        try:
+            return self._project()
+        finally:
+            for variable, original in saved:
+                variable.assign(original)
+
+    def get_config(self):
+        return {
+            "params": self.params_budget,
+            "macs": self.macs_budget,
+            "channel_multiple": self.channel_multiple,
+            "reach_by": self.reach_by,
+            "check_every": self.check_every,
+            "growth": self.growth,
+            "landing_margin": self.landing_margin,
+            "verbose": self.verbose,
+        }
+
+    def _minimum_size(self):
+        """The projection with every penalized neuron zeroed: the smallest compact can reach."""
+        return self._size_without(self._removal_order())
+
+
+def _dense_size(model):
+    """(parameters, MACs) of the model with no channel removed: the budget's 100%."""
+    from keras_compact.compaction.report import multiply_adds
+
+    return int(model.count_params()), int(multiply_adds(model))
+
+
+def _group_squares(target):
+    """Squared l2 norm of each neuron's whole group in `target`."""
+    total = np.zeros(target.num_neurons)
+    for member in target.members:
+        value = keras.ops.convert_to_numpy(member.variable).reshape(member.pre, member.n, member.post)
+        total += np.square(value.astype("float64")).sum(axis=(0, 2))
+    return total
+
+
+def _by_layer(groups):
+    result = {}
+    for group in groups:
+        for layer_name, index in group:
+            result.setdefault(layer_name, []).append(index)
+    return result
+
+
+def _neuron_members(optimizer, layer_name):
+    """Each variable (as a `Member`) of the neuron groups of `layer_name`, once each."""
+    found, seen = [], set()
+    for _, target in optimizer.proximal_targets:
+        if target.layer_name != layer_name or not target.neuron_groups:
+            continue
+        for member in target.members:
+            if id(member.variable) not in seen:
+                seen.add(id(member.variable))
+                found.append(member)
+    return found

@@ -1,0 +1,119 @@
+"""BudgetController: a requested size, met in one training run."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import keras_compact as kc
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.images / 16.0).astype("float32")[..., None]
+    return x[:1400], data.target[:1400], x[1400:], data.target[1400:]
+
+
+def residual_net(seed=0):
+    """Two 3x3 convs summed by a residual Add, then a small classifier (13,562 parameters)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(24, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    b = keras.layers.Conv2D(24, 3, padding="same", name="conv_b")(a)
+    x = keras.layers.ReLU()(keras.layers.Add()([a, b]))
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="residual_net")
+
+
+def train(model, digits, controller, epochs=12, strength=1e-3):
+    x, y, x_test, y_test = digits
+    model.compile(
+        kc.ProxSGD(0.05, momentum=0.9, penalties=[kc.GroupLasso(strength)]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=[controller])
+    return history, model.evaluate(x_test, y_test, verbose=0)[1]
+
+
+@pytest.mark.parametrize("budget", [dict(params=0.2), dict(macs=0.3), dict(params=0.3, macs=0.4)])
+def test_a_budget_is_met_in_one_run_on_a_residual_net(digits, budget):
+    model = residual_net()
+    dense_params, dense_macs = model.count_params(), kc.multiply_adds(model)
+    controller = kc.BudgetController(**budget, verbose=0)
+    history, accuracy = train(model, digits, controller)
+    compact_model, report = kc.compact(model)
+    assert controller.landed and not controller.landed_at_end
+    used = {
+        key: after / (budget[key] * dense)
+        for key, dense, after in (("params", dense_params, report.params_after), ("macs", dense_macs, report.macs_after))
+        if key in budget
+    }
+    # At or under every budget, and not needlessly far under the one that binds.
+    assert max(used.values()) <= 1.0 and max(used.values()) >= 0.7, used
+    assert accuracy > 0.85  # digits: chance is 0.1; the dense net reaches about 0.97
+    # Progress is in the logs, for the progress bar, History and TensorBoard.
+    assert history.history["budget/strength"][-1] == 0.0  # landed: strength 0, neurons pinned
+    assert history.history["budget/params"][-1] == pytest.approx(report.params_after / dense_params)
+
+
+def test_starting_from_a_trained_dense_model(digits, tmp_path):
+    x, y, x_test, y_test = digits
+    dense = residual_net(seed=1)
+    dense.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dense.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    dense.save_weights(tmp_path / "dense.weights.h5")
+    model = residual_net(seed=2)
+    model.load_weights(tmp_path / "dense.weights.h5")  # trained weights, not re-initialized
+    _, accuracy = train(model, digits, kc.BudgetController(params=0.15, verbose=0), epochs=8)
+    compact_model, report = kc.compact(model)
+    assert report.params_after <= 0.15 * report.params_before
+    assert accuracy > 0.85
+
+
+def test_too_short_training_lands_at_the_end_and_still_meets_the_budget(digits):
+    model = residual_net()
+    controller = kc.BudgetController(params=0.1, check_every=1000, verbose=0)  # no check in 44 steps
+    train(model, digits, controller, epochs=1, strength=1e-6)
+    assert controller.landed_at_end
+    _, report = kc.compact(model)
+    assert report.params_after <= 0.1 * report.params_before
+
+
+def test_an_impossible_budget_is_refused_before_training(digits):
+    model = residual_net()
+    before = [w.copy() for w in model.get_weights()]
+    # The logits layer alone (fc's 1 kept unit to 10 classes, and conv_a's last channel) keeps more.
+    with pytest.raises(ValueError, match=r"below what compact can reach.*output layers"):
+        train(model, digits, kc.BudgetController(params=20, verbose=0), epochs=1)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(), ValueError, "give params=, macs= or both"),
+        (dict(params=0), ValueError, r"params=0 is not a budget"),
+        (dict(params=-0.5), ValueError, "is not a budget"),
+        (dict(params=1.5), ValueError, r"params=1.5 is not a budget.*\(0, 1\]"),
+        (dict(macs=float("nan")), ValueError, "macs=nan is not a budget"),
+        (dict(params="10%"), TypeError, "params must be a fraction"),
+        (dict(params=0.1, reach_by=0), ValueError, r"reach_by must be in \(0, 1\]"),
+        (dict(params=0.1, growth=1.0), ValueError, "growth must be > 1"),
+        (dict(params=0.1, check_every=0), ValueError, "check_every must be an integer >= 1"),
+    ],
+)
+def test_bad_budgets_are_clear_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        kc.BudgetController(**kwargs)
+
+
+def test_needs_a_proximal_optimizer_with_a_neuron_penalty(digits):
+    x, y, _, _ = digits
+    model = residual_net()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="keras_compact proximal optimizer"):
+        model.fit(x[:64], y[:64], verbose=0, callbacks=[kc.BudgetController(params=0.5)])

@@ -11,8 +11,9 @@ How it works, over the `fit` it is given:
    channel analysis, coupling and `channel_multiple`) and moves every
    penalty's strength by a factor `growth`: up while the projection is above
    a path that falls geometrically from the dense size to the budget by
-   `reach_by`, down while it is below. The penalties' own strengths set the
-   start and their ratios.
+   `reach_by`, down while it is below. It starts where shrinkage alone
+   would take a tenth of the median neuron's norm by `reach_by`; the
+   penalties' own strengths give the ratios between penalties.
 2. **Land**, as soon as the projection is within `landing_margin` of the
    budget or `reach_by` of training has passed: the weakest coupled groups
    of neurons (by the l2 norm of all their weights, the group lasso's own
@@ -46,8 +47,8 @@ from keras_compact.compaction.channels import WeightCache, analyze
 from keras_compact.optimizers.proximal import proximal_optimizer_of
 from keras_compact.registry import has_neurons
 
-# Strength given to penalties created with strength 0, before the controller moves it.
-_DEFAULT_START_STRENGTH = 1e-4
+# Removed groups the landing tries to put back (one projection each).
+_REFINE = 64
 
 
 def check_budget(name, value, owner="BudgetController"):
@@ -91,8 +92,8 @@ class BudgetController(keras.callbacks.Callback):
         channel_multiple=1,
         reach_by=0.6,
         check_every=None,
-        growth=1.25,
-        landing_margin=0.15,
+        growth=1.5,
+        landing_margin=0.25,
         verbose=1,
     ):
         super().__init__()
@@ -172,8 +173,8 @@ class BudgetController(keras.callbacks.Callback):
                 "neuron removed: output layers, barriers and unpenalized layers keep the rest. "
                 "Ask for a larger budget, or penalize more layers."
             )
-        if not self.landed and not any(strengths):
-            optimizer.set_strengths([_DEFAULT_START_STRENGTH] * len(strengths))
+        if not self.landed and not self._step:
+            optimizer.set_strengths(self._starting_strengths(strengths))
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -209,6 +210,19 @@ class BudgetController(keras.callbacks.Callback):
                     "compress does), or train longer."
                 )
 
+    def _starting_strengths(self, strengths):
+        """The penalties' strengths scaled so that shrinkage alone would zero a tenth of
+        the median group's norm by `reach_by`: small enough to let the data decide which
+        neurons die, large enough that the path is followed from the first checks.
+        The penalties' own strengths give the ratios between them."""
+        norms = np.concatenate(
+            [np.sqrt(_group_squares(t)[0]) for _, t in self._optimizer.proximal_targets if t.neuron_groups]
+        )
+        learning_rate = float(keras.ops.convert_to_numpy(self._optimizer.learning_rate))
+        start = 0.1 * float(np.median(norms)) / max(learning_rate * self.reach_by * self._total_steps, 1e-12)
+        ratios = np.asarray(strengths) if any(strengths) else np.ones(len(strengths))
+        return (ratios / ratios.max() * start).tolist()
+
     # -- landing --------------------------------------------------------------------------
 
     def _strength(self, variable=None):
@@ -219,8 +233,8 @@ class BudgetController(keras.callbacks.Callback):
         optimizer = self._optimizer
         candidates = self._removal_order()
         if self._excess(self._project()) > 1:
-            count = self._fewest_removals(candidates)
-            for layer_name, indices in _by_layer(candidates[:count]).items():
+            removed = self._fit_to_budget(candidates)
+            for layer_name, indices in _by_layer(removed).items():
                 optimizer.remove_neurons(layer_name, indices)
         optimizer.freeze_dead_neurons()
         optimizer.set_strengths([0.0] * len(optimizer.penalties))
@@ -254,18 +268,27 @@ class BudgetController(keras.callbacks.Callback):
             if target is None:
                 blocked.update(roots.tolist())  # a neuron nothing may zero keeps its group alive
                 continue
-            squares = _group_squares(target)
+            squares, size = _group_squares(target)
             for index, root in enumerate(roots.tolist()):
                 members.setdefault(root, []).append((layer.name, index))
-                norms[root] = norms.get(root, 0.0) + squares[index]
+                norm, count = norms.get(root, (0.0, 0))
+                norms[root] = (norm + squares[index], count + size)
+        # Weakest by the norm per weight (the weighted group lasso's measure): a
+        # raw norm would always call a 3x3 filter weaker than a dense column.
         order = sorted(
-            (root for root in members if root not in blocked and norms[root] > 0),
-            key=lambda root: norms[root],
+            (root for root in members if root not in blocked and norms[root][0] > 0),
+            key=lambda root: norms[root][0] / norms[root][1],
         )
         return [members[root] for root in order]
 
-    def _fewest_removals(self, candidates):
-        """The fewest weakest groups whose removal meets the budget (binary search on real projections)."""
+    def _fit_to_budget(self, candidates):
+        """Weakest groups to remove so that the projection meets the budget, and not by much.
+
+        The fewest weakest groups that meet it (a binary search on real
+        projections), then, strongest first among the last `_REFINE` of
+        them, each group is put back if the budget still holds: one removal
+        can take a conv channel's whole fan-out, far more than is needed.
+        """
         lowest, highest = 0, len(candidates)
         while lowest < highest:
             middle = (lowest + highest) // 2
@@ -273,7 +296,12 @@ class BudgetController(keras.callbacks.Callback):
                 highest = middle
             else:
                 lowest = middle + 1
-        return lowest
+        removed = list(candidates[:lowest])
+        for group in list(reversed(removed))[:_REFINE]:
+            trial = [g for g in removed if g is not group]
+            if self._excess(self._size_without(trial)) <= 1:
+                removed = trial
+        return removed
 
     def _size_without(self, groups):
         """Projected size with `groups` zeroed; the weights are put back."""
@@ -317,12 +345,12 @@ def _dense_size(model):
 
 
 def _group_squares(target):
-    """Squared l2 norm of each neuron's whole group in `target`."""
+    """(squared l2 norm of each neuron's whole group in `target`, the group's size)."""
     total = np.zeros(target.num_neurons)
     for member in target.members:
         value = keras.ops.convert_to_numpy(member.variable).reshape(member.pre, member.n, member.post)
         total += np.square(value.astype("float64")).sum(axis=(0, 2))
-    return total
+    return total, sum(m.pre * m.post for m in target.members)
 
 
 def _by_layer(groups):

@@ -1,0 +1,165 @@
+"""compress: a trained model in, a smaller one out, at a requested size.
+
+The whole job of `keras-compact compress` as one function: train a copy of
+the model's weights with ProxSGD under a `BudgetController`, compact it
+(verified), fine-tune the compact model, and return it with its report.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from keras_compact.budget import BudgetController
+from keras_compact.compaction import compact
+from keras_compact.files import atomic_path
+from keras_compact.optimizers import ProxSGD
+from keras_compact.penalties import GroupLasso
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What `compress` made: the compact model, its compaction report, and the accuracies seen."""
+
+    model: object
+    report: object
+    landed_at_end: bool
+    metrics_before: dict  # the input model's evaluation on the validation data
+    metrics_compact: dict  # the compact model's, before fine-tuning
+    metrics_after: dict  # after fine-tuning
+
+
+def loss_and_metrics(model, loss=None):
+    """The loss and metrics to train `model` with: `loss` if given, else its compile config's."""
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if loss is None and config and config.get("loss") is not None:
+        # Strings stay strings: compile() resolves "accuracy" by the loss and output shape.
+        def restore(item, get):
+            return item if isinstance(item, str) else get(item)
+
+        metrics = [restore(m, keras.metrics.get) for m in keras.tree.flatten(config.get("metrics") or [])]
+        return restore(config["loss"], keras.losses.get), metrics
+    if loss is None:
+        raise ValueError(
+            f"Model '{model.name}' was saved without a compiled loss: say which loss to train "
+            "it with (loss=..., or --loss on the command line, e.g. sparse_categorical_crossentropy)."
+        )
+    return loss, ["accuracy"] if "categorical" in str(loss) else []
+
+
+def _copy(model):
+    """A new model with the same graph and the same weights (the input is never changed)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _evaluate(model, data, batch_size):
+    if data is None:
+        return {}
+    x, y = data
+    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in values.items()}
+
+
+def compress(
+    model,
+    train_data,
+    *,
+    params=None,
+    macs=None,
+    epochs=10,
+    finetune_epochs=None,
+    validation_data=None,
+    loss=None,
+    batch_size=64,
+    learning_rate=0.01,
+    momentum=0.9,
+    strength=1e-4,
+    channel_multiple=1,
+    work_dir=None,
+    verbose=1,
+):
+    """Train `model`'s weights down to a budget, compact, fine-tune; `model` is not changed.
+
+    Args:
+        model: a built Sequential or Functional Keras model, typically trained.
+        train_data: (x, y) arrays, or a `tf.data.Dataset` of batches.
+        params, macs: the budget (see `BudgetController`).
+        epochs: epochs of sparse training (ProxSGD with GroupLasso on every
+            hidden layer, driven by the budget).
+        finetune_epochs: epochs of plain SGD on the compact model (default
+            `epochs // 2`, at a tenth of the learning rate).
+        validation_data: (x, y) to evaluate the input, the compact and the
+            fine-tuned model on.
+        loss: used when the model was saved without a compiled loss.
+        work_dir: a folder for resumable state: training resumes from its
+            last epoch (`BackupAndRestore`), and a finished stage is not run
+            again.
+    Returns:
+        A `CompressResult`.
+    """
+    loss, metrics = loss_and_metrics(model, loss)
+    finetune_epochs = epochs // 2 if finetune_epochs is None else finetune_epochs
+    if isinstance(train_data, tuple):
+        fit_data = dict(x=train_data[0], y=train_data[1], batch_size=batch_size)
+    else:
+        fit_data = dict(x=train_data)
+    stage = {} if work_dir is None else _stages(work_dir)
+
+    before = _evaluate(_compiled(_copy(model), loss, metrics), validation_data, batch_size)
+    controller = BudgetController(params=params, macs=macs, channel_multiple=channel_multiple, verbose=verbose)
+    if stage and os.path.exists(stage["trained"]):
+        trained = keras.models.load_model(stage["trained"], compile=False)
+        landed_at_end = False
+    else:
+        trained = _copy(model)
+        trained.compile(
+            optimizer=ProxSGD(learning_rate, momentum=momentum, penalties=[GroupLasso(strength)]),
+            loss=loss,
+            metrics=metrics,
+        )
+        callbacks = [controller]
+        if work_dir is not None:
+            callbacks.append(keras.callbacks.BackupAndRestore(stage["train_backup"]))
+        trained.fit(**fit_data, epochs=epochs, verbose=verbose, callbacks=callbacks)
+        landed_at_end = controller.landed_at_end
+        if work_dir is not None:
+            with atomic_path(stage["trained"]) as temporary:
+                trained.save(temporary)
+    compact_model, report = compact(trained, channel_multiple=channel_multiple, factorize=False)
+    compact_model = _compiled(compact_model, loss, metrics)
+    metrics_compact = _evaluate(compact_model, validation_data, batch_size)
+    if finetune_epochs:
+        compact_model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate / 10, momentum=momentum), loss=loss, metrics=metrics
+        )
+        callbacks = [] if work_dir is None else [keras.callbacks.BackupAndRestore(stage["finetune_backup"])]
+        compact_model.fit(**fit_data, epochs=finetune_epochs, verbose=verbose, callbacks=callbacks)
+    if not all(np.all(np.isfinite(keras.ops.convert_to_numpy(w))) for w in compact_model.weights):
+        raise ValueError(
+            "Fine-tuning the compact model made its weights non-finite: lower the learning rate."
+        )
+    return CompressResult(
+        model=compact_model,
+        report=report,
+        landed_at_end=landed_at_end,
+        metrics_before=before,
+        metrics_compact=metrics_compact,
+        metrics_after=_evaluate(compact_model, validation_data, batch_size),
+    )
+
+
+def _compiled(model, loss, metrics):
+    model.compile(optimizer="sgd", loss=loss, metrics=metrics)
+    return model
+
+
+def _stages(work_dir):
+    os.makedirs(work_dir, exist_ok=True)
+    return {
+        "trained": os.path.join(work_dir, "trained.keras"),
+        "train_backup": os.path.join(work_dir, "train_backup"),
+        "finetune_backup": os.path.join(work_dir, "finetune_backup"),
+    }

@@ -166,16 +166,6 @@ def _is_strength_list(values):
         return False
 
 
-def check_library():
-    """Fails at once, before any training, if the compactor or exporter is missing."""
-    missing = [name for name in ("compact", "export") if not hasattr(keras_compact, name)]
-    if missing:
-        raise SystemExit(
-            f"keras_compact in this checkout lacks {missing}: the examples need "
-            "keras_compact.compact (remove dead neurons) and keras_compact.export (TFLite)."
-        )
-
-
 def compact(model, sample_images, factorize):
     """The one call of the compactor: (compact model, report dict).
 
@@ -246,7 +236,6 @@ class Experiment:
     """
 
     def __init__(self, build_model, image_size=None):
-        check_library()
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         self.build_model = build_model
         self.dataset = data_lib.load(

@@ -19,6 +19,7 @@ import keras
 import keras_compact
 from keras_compact.compaction.report import multiply_adds
 from keras_compact.bench import tflite_latency
+from keras_compact_examples import models
 
 # Conv widths (two per block) and fc1 units.
 WIDTHS = {
@@ -30,21 +31,6 @@ WIDTHS = {
 }
 
 
-def vgg_small_with_widths(conv_widths, fc_units):
-    layers = keras.layers
-    stack = [keras.Input((32, 32, 3))]
-    for index, filters in enumerate(conv_widths):
-        stack.append(layers.Conv2D(filters, 3, padding="same", activation="relu"))
-        if index % 2 == 1:
-            stack.append(layers.MaxPooling2D())
-    stack += [
-        layers.Flatten(),
-        layers.Dense(fc_units, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ]
-    return keras.Sequential(stack)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -54,7 +40,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         macs, paths = {}, {}
         for name, (conv_widths, fc_units) in WIDTHS.items():
-            model = vgg_small_with_widths(conv_widths, fc_units)
+            model = models.vgg_small(conv_widths, fc_units)
             macs[name] = multiply_adds(model)
             paths[name] = os.path.join(scratch, f"{len(paths)}.tflite")
             keras_compact.export(model, paths[name], format="tflite")

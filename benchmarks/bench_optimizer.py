@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_compact as kc  # noqa: E402
-from keras_compact import models  # noqa: E402
+from keras_compact_examples import models  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

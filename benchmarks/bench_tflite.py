@@ -39,6 +39,7 @@ from _common import mnist5k
 from keras_compact.compaction.report import multiply_adds
 from keras_compact.bench import tflite_latency
 from keras_compact.exporter import run_tflite
+from keras_compact.files import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # GroupLasso(strength, weighted=True) per network: strong enough to kill
@@ -90,8 +91,7 @@ def main():
     for row in rows:
         row["latency_us"] = {t: statistics.median(v) for t, v in row["latency_us"].items()}
 
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+    write_json(os.path.join(args.out_dir, "results.json"), rows)
     print(markdown_table(rows, threads, args))
 
 
@@ -101,7 +101,7 @@ def train_dense(name, build, data, strength, out_dir):
         return keras.saving.load_model(path)
     (x_train, y_train), _ = data
     keras.utils.set_random_seed(0)
-    model = build(keras)
+    model = build(keras_module=keras)
     penalty = keras_compact.GroupLasso(strength, weighted=True)
     model.compile(
         optimizer=keras_compact.ProxSGD(0.01, momentum=0.9, penalties=[penalty]),

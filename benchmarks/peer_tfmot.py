@@ -12,7 +12,6 @@ JSON row and the tf_keras model's test outputs: bench_tflite.py checks the
 """
 
 import argparse
-import json
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -25,6 +24,7 @@ import tf_keras  # noqa: E402
 from _common import ARCHITECTURES  # noqa: E402
 from _common import gzip_bytes  # noqa: E402
 from _common import mnist5k  # noqa: E402
+from keras_compact.files import atomic_path, write_bytes, write_json  # noqa: E402
 
 SPARSITY = 0.8
 DENSE_EPOCHS = {"lenet5": 8, "vgg_small": 10}
@@ -41,7 +41,7 @@ def main():
     (x_train, y_train), (x_test, y_test) = mnist5k(**shape)
 
     tf_keras.utils.set_random_seed(0)
-    model = build(tf_keras)
+    model = build(keras_module=tf_keras)
     compile_sgd(model)
     model.fit(x_train, y_train, epochs=DENSE_EPOCHS[args.model], batch_size=64, verbose=2)
 
@@ -66,7 +66,8 @@ def main():
         accuracy=float(np.mean(np.argmax(reference, -1) == y_test)),
         reference_outputs_path=os.path.join(args.out_dir, f"{args.model}_tfmot_reference.npy"),
     )
-    np.save(row["reference_outputs_path"], reference)
+    with atomic_path(row["reference_outputs_path"]) as temporary:
+        np.save(temporary, reference)
     for kind in ("float32", "int8"):
         converter = tf.lite.TFLiteConverter.from_keras_model(stripped)
         if kind == "int8":
@@ -74,13 +75,11 @@ def main():
             converter.representative_dataset = lambda: ([x[None]] for x in x_train[:200])
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         path = os.path.join(args.out_dir, f"{args.model}_tfmot80_{kind}.tflite")
-        with open(path, "wb") as f:
-            f.write(converter.convert())
+        write_bytes(path, converter.convert())
         row[f"{kind}_path"] = path
         row[f"{kind}_bytes"] = os.path.getsize(path)
         row[f"{kind}_gzip_bytes"] = gzip_bytes(path)
-    with open(args.result, "w") as f:
-        json.dump(row, f, indent=2)
+    write_json(args.result, row)
 
 
 def compile_sgd(model):

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
-from _common import lenet5  # noqa: E402
+
+from keras_compact_examples.models import lenet5  # noqa: E402
 
 
 class StepTimer(tf_keras.callbacks.Callback):
@@ -45,10 +46,12 @@ def main():
     x = rng.random((128 * 20, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
     tf_keras.utils.set_random_seed(0)
-    dense = lenet5(tf_keras)
+    dense = lenet5(keras_module=tf_keras)
     dense.compile(tf_keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=0, frequency=1)
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(lenet5(tf_keras), pruning_schedule=schedule)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(
+        lenet5(keras_module=tf_keras), pruning_schedule=schedule
+    )
     pruned.compile(tf_keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
     update = [tfmot.sparsity.keras.UpdatePruningStep()]
     times = {"sgd": [], "pruned": []}

@@ -21,9 +21,9 @@ import keras
 from absl import flags
 
 import keras_compact
-from keras_compact import data as data_lib
-from keras_compact import models
-from keras_compact import report
+from keras_compact.files import write_json, write_text
+from keras_compact_examples import data as data_lib
+from keras_compact_examples import models, plots, tables
 
 FLAGS = flags.FLAGS
 
@@ -166,19 +166,15 @@ def _is_strength_list(values):
         return False
 
 
-def check_library():
-    """Fails at once, before any training, if the compactor or exporter is missing."""
-    missing = [name for name in ("compact", "export") if not hasattr(keras_compact, name)]
-    if missing:
-        raise SystemExit(
-            f"keras_compact in this checkout lacks {missing}: the examples need "
-            "keras_compact.compact (remove dead neurons) and keras_compact.export (TFLite)."
-        )
+def compact(model, sample_images, factorize):
+    """The one call of the compactor: (compact model, report dict).
 
-
-def compact(model, sample_images):
-    """The one call of the compactor: (compact model, report dict)."""
-    compact_model, compaction = keras_compact.compact(model, sample_data=sample_images)
+    `factorize` is explicit: only a low-rank penalty leaves kernels whose
+    factorization pays, and the library's default may change.
+    """
+    compact_model, compaction = keras_compact.compact(
+        model, sample_data=sample_images, factorize=factorize
+    )
     return compact_model, compaction.to_dict()
 
 
@@ -236,11 +232,10 @@ class Experiment:
 
     Args:
         build_model: function (input_shape, num_classes, activation, width) -> an uncompiled model.
-        image_size: passed to `keras_compact.data.load` (None: native size).
+        image_size: passed to `keras_compact_examples.data.load` (None: native size).
     """
 
     def __init__(self, build_model, image_size=None):
-        check_library()
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         self.build_model = build_model
         self.dataset = data_lib.load(
@@ -333,7 +328,9 @@ class Experiment:
         """
         start = time.time()
         sparse_accuracy = self.accuracy(sparse_model)
-        compact_model, compaction = compact(sparse_model, self.sample_images)
+        compact_model, compaction = compact(
+            sparse_model, self.sample_images, factorize="low_rank" in FLAGS.penalty
+        )
         say(
             f"== compacted: {compaction['params_before']:,} -> {compaction['params_after']:,} parameters"
         )
@@ -352,7 +349,7 @@ class Experiment:
             "accuracy_before_finetune": accuracy_before_finetune,
             "params": int(compaction["params_after"]),
             "units": units_by_layer(compact_model),
-            "flops": compaction.get("flops_after"),
+            "macs": compaction["macs_after"],
             "compaction_max_abs_diff": compaction.get("max_abs_diff"),
             "factorized": compaction.get("factorized", []),
             "compact_seconds": time.time() - start,
@@ -375,7 +372,7 @@ class Experiment:
             sparse_model, FLAGS.strength
         )
         results["layers"] = compaction["layers"]
-        results["dense"]["flops"] = compaction.get("flops_before")
+        results["dense"]["macs"] = compaction["macs_before"]
         results["live_neurons_per_epoch"] = {
             key.split("/", 1)[1]: [int(count) for count in values]
             for key, values in history.history.items()
@@ -402,7 +399,7 @@ class Experiment:
         out_dir = FLAGS.out_dir
         # Every neuron layer but the classifier, whose neurons are the classes.
         hidden_layers = list(results["dense"]["units"])[:-1]
-        report.write_json(os.path.join(out_dir, "results.json"), results)
+        write_json(os.path.join(out_dir, "results.json"), results)
         rows = [
             ("dense", results["dense"]),
             (f"compact (strength {FLAGS.strength:g})", results["compact"]),
@@ -415,18 +412,18 @@ class Experiment:
         table = "\n".join(
             [
                 f"## {results['config'].get('dataset')}: dense against compact\n",
-                report.summary_table(rows, hidden_layers),
-                report.layers_table(results["layers"]),
-                report.factorized_table(results["compact"]["factorized"]),
+                tables.summary_table(rows, hidden_layers),
+                tables.layers_table(results["layers"]),
+                tables.factorized_table(results["compact"]["factorized"]),
                 *extra_tables,
             ]
         )
-        report.write_text(os.path.join(out_dir, "table.md"), table)
-        report.plot_neurons_kept(results["layers"], os.path.join(out_dir, "neurons_kept.png"))
-        report.plot_live_neurons(
+        write_text(os.path.join(out_dir, "table.md"), table)
+        plots.plot_neurons_kept(results["layers"], os.path.join(out_dir, "neurons_kept.png"))
+        plots.plot_live_neurons(
             results["live_neurons_per_epoch"], os.path.join(out_dir, "live_neurons.png")
         )
-        report.plot_accuracy_vs_params(
+        plots.plot_accuracy_vs_params(
             results["sweep"], results["dense"], os.path.join(out_dir, "accuracy_vs_params.png")
         )
         print(table, flush=True)

@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 
 import common
-from keras_compact import models
+from keras_compact_examples import models
 
 common.define_flags(
     datasets=["imagenet2012"],

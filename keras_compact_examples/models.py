@@ -80,6 +80,36 @@ def vgg_cifar(input_shape=(32, 32, 3), num_classes=10, activation="relu", width=
     return keras.Sequential(layers, name="vgg_cifar")
 
 
+def vgg_small(conv_widths=(32, 32, 64, 64, 128, 128), fc_units=256, keras_module=keras):
+    """The benchmarks' VGG-style net for 32x32x3 inputs, no BatchNorm.
+
+    Three blocks of two 3x3 convs (32, 64, 128 filters by default), each
+    block ending in a 2x2 max-pool, then dense `fc_units` and dense 10:
+    814,122 parameters, 39.2M multiply-adds at the default widths.
+    `conv_widths` (six numbers) and `fc_units` set other widths, such as those
+    compaction left; `keras_module=tf_keras` builds it for the TFMOT peer.
+    """
+    if len(conv_widths) != 6:
+        raise ValueError(f"vgg_small has six convs (two per block), got widths {conv_widths}.")
+    k = keras_module
+    stack = [k.Input((32, 32, 3))]
+    for index, filters in enumerate(conv_widths):
+        block, conv = divmod(index, 2)
+        stack.append(
+            k.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name=f"block{block + 1}_conv{conv + 1}"
+            )
+        )
+        if conv == 1:
+            stack.append(k.layers.MaxPooling2D(name=f"block{block + 1}_pool"))
+    stack += [
+        k.layers.Flatten(name="flatten"),
+        k.layers.Dense(fc_units, activation="relu", name="fc1"),
+        k.layers.Dense(10, activation="softmax", name="fc2"),
+    ]
+    return k.Sequential(stack, name="vgg_small")
+
+
 def _imagenet_classifier(num_classes, activation, width):
     """AlexNet's and VGG's head: flatten, fc6 and fc7 of 4096 with dropout 0.5, fc8."""
     return [

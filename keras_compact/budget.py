@@ -11,7 +11,10 @@ How it works, over the `fit` it is given:
    channel analysis, coupling and `channel_multiple`) and moves every
    penalty's strength by a factor `growth`: up while the projection is above
    a path that falls geometrically from the dense size to the budget by
-   `reach_by`, down while it is below. It starts where shrinkage alone
+   `reach_by` and no neuron died since the last check, down while it is
+   below. Neurons die in bursts: when a check finds the projection under 0.9
+   of the budget, the weights go back to the previous check's and it lands
+   from there. It starts where shrinkage alone
    would take a tenth of the median neuron's norm by `reach_by`; the
    penalties' own strengths give the ratios between penalties.
 2. **Land**, as soon as the projection is within `landing_margin` of the
@@ -49,6 +52,8 @@ from keras_compact.registry import has_neurons
 
 # Removed groups the landing tries to put back (one projection each).
 _REFINE = 64
+# A projection under this fraction of the budget at a check is an overshoot.
+_OVERSHOOT = 0.9
 
 
 def check_budget(name, value, owner="BudgetController"):
@@ -159,6 +164,7 @@ class BudgetController(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps") or 100
         self._total_steps = max(1, steps * (self.params or {}).get("epochs", 1))
         self._check_every = int(self.check_every or max(1, steps // 4))
+        self._snapshot, self._last_size = None, None
         # The optimizer's counter, not the callback's: BackupAndRestore restores it.
         self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
         strengths = [self._strength(v) for v in optimizer.strength_variables]
@@ -183,13 +189,25 @@ class BudgetController(keras.callbacks.Callback):
         size = self._project()
         self.history.append((self._step, self._strength(), *size))
         progress = min(1.0, self._step / (self.reach_by * self._total_steps))
+        if self._excess(size) < _OVERSHOOT and self._snapshot is not None:
+            # Too many died since the last check (neurons die in bursts): go
+            # back to the weights of that check and land from there.
+            self.model.set_weights(self._snapshot)
+            self._land()
+            return
         if self._excess(size) <= 1 + self.landing_margin or progress >= 1:
             self._land()
             return
-        # The path falls geometrically from the dense size to the budget.
+        # The path falls geometrically from the dense size to the budget. Above
+        # it, the strength rises, but only while nothing is dying: neurons take
+        # a while to shrink to zero, and raising it meanwhile winds it up.
         path = (1 / self._excess(self._dense)) ** progress
-        factor = self.growth if self._excess(size) / self._excess(self._dense) > path else 1 / self.growth
+        above = self._excess(size) / self._excess(self._dense) > path
+        dying = self._last_size is not None and self._excess(size) < self._excess(self._last_size)
+        factor = 1 / self.growth if not above else (1.0 if dying else self.growth)
         self._optimizer.set_strengths([self._strength(v) * factor for v in self._optimizer.strength_variables])
+        self._last_size = size
+        self._snapshot = self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

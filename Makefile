@@ -33,7 +33,7 @@ test-all: venv
 test-next: pyproject.toml constraints.txt constraints-next.txt
 	test -x $(NEXT_PY) || $(PYTHON) -m venv $(NEXT_VENV)
 	$(NEXT_PY) -m pip install -q --upgrade pip
-	$(NEXT_PY) -m pip install -q -c constraints.txt -e '.[test,export,jax]'
+	$(NEXT_PY) -m pip install -q -c constraints.txt -e '.[test,export,examples,jax]'
 	$(NEXT_PY) -m pip uninstall -q -y keras
 	$(NEXT_PY) -m pip install -q --no-deps -r constraints-next.txt
 	$(NEXT_PY) -c "import keras; print('keras', keras.__version__)"

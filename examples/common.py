@@ -123,6 +123,19 @@ def define_flags(
         "Penalty strength lambda; the prox threshold per step is learning_rate * strength.",
         lower_bound=0,
     )
+    flags.DEFINE_float(
+        "target_params",
+        None,
+        "A parameter budget (a fraction of the dense net in (0, 1], or a count): "
+        "keras_compact.BudgetController drives the strength to it; --strength sets the start.",
+    )
+    flags.DEFINE_float("target_macs", None, "A multiply-add budget, the same way (with or without --target_params).")
+    flags.DEFINE_string(
+        "init_from",
+        None,
+        "A trained model (.keras) or weights (.weights.h5) of the same network: the dense "
+        "baseline is it as it is, and the sparse training starts from its weights.",
+    )
     flags.DEFINE_list(
         "sweep",
         [],
@@ -207,6 +220,27 @@ def penalties_from_flags(strength):
     }[FLAGS.penalty]()
 
 
+def budget_asked():
+    return FLAGS.target_params is not None or FLAGS.target_macs is not None
+
+
+def load_trained_weights(model, path):
+    """Copy the weights of a trained .keras model or .weights.h5 file into `model` (same network)."""
+    if not os.path.exists(path):
+        raise SystemExit(f"--init_from={path}: no such file.")
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    trained = keras.models.load_model(path, compile=False)
+    try:
+        model.set_weights(trained.get_weights())
+    except ValueError as error:
+        raise SystemExit(
+            f"--init_from={path} is not this network ({model.name}: {model.count_params():,} "
+            f"parameters; the file's: {trained.count_params():,}): {error}"
+        ) from None
+
+
 def units_by_layer(model):
     """{layer name: neurons} for every Dense/Conv layer of `model`, in order."""
     units = {}
@@ -247,16 +281,20 @@ class Experiment:
         )
         self.sample_images = self.dataset.sample_images(_SAMPLE_IMAGES)
         self.dense_model = None
+        self.budget = None  # the BudgetController of the last sparse run, if a budget was asked
 
     def new_model(self, activation=None):
-        """A fresh model, always from the same initial weights (seeded)."""
+        """A fresh model, always from the same initial weights (seeded, or --init_from's)."""
         keras.utils.set_random_seed(FLAGS.seed)
-        return self.build_model(
+        model = self.build_model(
             input_shape=self.dataset.input_shape,
             num_classes=self.dataset.num_classes,
             activation=activation or FLAGS.activation,
             width=FLAGS.width,
         )
+        if FLAGS.init_from:
+            load_trained_weights(model, FLAGS.init_from)
+        return model
 
     def fit(self, model, optimizer, epochs, callbacks=(), seed_offset=0):
         """Compiles and trains `model`; returns its History."""
@@ -292,15 +330,16 @@ class Experiment:
         )
 
     def train_dense(self):
-        """The dense baseline: SGD with momentum, no penalty."""
-        say(f"== dense baseline: {FLAGS.epochs} epochs of SGD")
+        """The dense baseline: SGD with momentum, no penalty (--init_from: the given net as it is)."""
         start = time.time()
         self.dense_model = self.new_model()
-        self.fit(
-            self.dense_model,
-            keras.optimizers.SGD(self.learning_rate(), momentum=FLAGS.momentum),
-            FLAGS.epochs,
-        )
+        optimizer = keras.optimizers.SGD(self.learning_rate(), momentum=FLAGS.momentum)
+        if FLAGS.init_from:
+            say(f"== dense baseline: {FLAGS.init_from}, as trained")
+            self.dense_model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+        else:
+            say(f"== dense baseline: {FLAGS.epochs} epochs of SGD")
+            self.fit(self.dense_model, optimizer, FLAGS.epochs)
         return {
             "accuracy": self.accuracy(self.dense_model),
             "params": int(self.dense_model.count_params()),
@@ -316,8 +355,13 @@ class Experiment:
         optimizer = keras_compact.ProxSGD(
             self.learning_rate(), momentum=FLAGS.momentum, penalties=penalties_from_flags(strength)
         )
-        monitor = keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))
-        history = self.fit(model, optimizer, FLAGS.epochs, callbacks=[monitor])
+        callbacks = [keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))]
+        if budget_asked():
+            self.budget = keras_compact.BudgetController(
+                params=FLAGS.target_params, macs=FLAGS.target_macs, verbose=int(FLAGS.progress != "none")
+            )
+            callbacks.append(self.budget)
+        history = self.fit(model, optimizer, FLAGS.epochs, callbacks=callbacks)
         return model, history
 
     def compact_and_finetune(self, sparse_model, strength):
@@ -373,6 +417,15 @@ class Experiment:
         )
         results["layers"] = compaction["layers"]
         results["dense"]["macs"] = compaction["macs_before"]
+        if budget_asked():
+            results["budget"] = {
+                "asked": {"params": FLAGS.target_params, "macs": FLAGS.target_macs},
+                "reached": {
+                    "params": compaction["params_after"] / compaction["params_before"],
+                    "macs": compaction["macs_after"] / max(1, compaction["macs_before"]),
+                },
+                "landed_at_end": self.budget.landed_at_end,
+            }
         results["live_neurons_per_epoch"] = {
             key.split("/", 1)[1]: [int(count) for count in values]
             for key, values in history.history.items()
@@ -409,9 +462,11 @@ class Experiment:
             for entry in results["sweep"]
             if entry["strength"] != FLAGS.strength
         ]
+        budget = results.get("budget")
         table = "\n".join(
             [
                 f"## {results['config'].get('dataset')}: dense against compact\n",
+                *([tables.budget_line(budget)] if budget else []),
                 tables.summary_table(rows, hidden_layers),
                 tables.layers_table(results["layers"]),
                 tables.factorized_table(results["compact"]["factorized"]),

@@ -86,3 +86,15 @@ def factorized_table(factorized):
             f"| {f['params_before']:,} | {f['params_after']:,} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def budget_line(budget):
+    """One line: the budget asked for and what the compact network reached (fractions of dense)."""
+    parts = []
+    for key in ("params", "macs"):
+        asked = budget["asked"][key]
+        if asked is not None:
+            asked_text = f"{asked:.1%}" if asked <= 1 else f"{asked:,.0f}"
+            parts.append(f"{key} asked {asked_text}, reached {budget['reached'][key]:.1%}")
+    landed = " (landed at the end of training: fine-tune)" if budget["landed_at_end"] else ""
+    return "Budget: " + "; ".join(parts) + landed + "\n"

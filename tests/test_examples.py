@@ -306,6 +306,41 @@ def test_lenet5_end_to_end(tmp_path):
     assert nonzero == sorted(nonzero, reverse=True) and len(set(nonzero)) == len(nonzero)
 
 
+def test_lenet5_budget_from_a_trained_model(tmp_path):
+    """--init_from a trained LeNet-5 and --target_params: results record the budget and meet it."""
+    from keras_compact_examples import data, models
+
+    x_train, y_train, _, _ = data.mnist5k_arrays()  # sorted by label: take every class
+    rows = np.random.default_rng(0).permutation(len(x_train))[:2000]
+    trained = models.lenet5()
+    trained.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+    trained.fit(x_train[rows], y_train[rows], epochs=3, batch_size=64, verbose=0)
+    trained.save(tmp_path / "trained.keras")
+    out_dir = str(tmp_path / "budget")
+    stdout = run_script(
+        "lenet5.py",
+        [
+            f"--out_dir={out_dir}",
+            f"--init_from={tmp_path / 'trained.keras'}",
+            "--target_params=0.1",
+            "--epochs=3",
+            "--finetune_epochs=1",
+            "--train_limit=2000",
+            "--test_limit=200",
+            "--srinivas_babu=false",
+            "--export_tflite=false",
+        ],
+    )
+    results = check_results(out_dir)
+    budget = results["budget"]
+    assert budget["asked"] == {"params": 0.1, "macs": None}
+    assert budget["reached"]["params"] == results["compact"]["params"] / results["dense"]["params"]
+    assert 0.09 <= budget["reached"]["params"] <= 0.1
+    assert "Budget: params asked 10.0%, reached" in stdout
+    # The dense baseline is the trained model as it is: its accuracy, no training of ours.
+    assert "as trained" in stdout and results["dense"]["accuracy"] > 0.8
+
+
 @pytest.mark.slow
 def test_lenet5_sweep_and_activation_experiment(tmp_path):
     out_dir = str(tmp_path / "lenet5")

@@ -256,7 +256,7 @@ def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsy
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--tflite", "{in}"], "is the input model"),
+        (["--tflite", "{in}"], "is the input IN.keras"),
         (["--quantize", "float16"], "add --tflite FILE"),
         (["--tflite", "{tmp}/m.tflite", "--quantize", "int8"], "--representative-data FILE"),
         (["--tflite", "{tmp}/m.tflite", "--representative-data", "{tmp}/x.csv"], "takes a .npy or .npz"),

@@ -21,6 +21,11 @@ def tflite_latency(model_path, *, num_threads=1, batch_size=1, runs=100, warmup=
     The first `warmup` calls are not timed: they pay for delegate set-up and
     cold caches.
     """
+    _check_count("batch_size", batch_size)
+    _check_count("runs", runs)
+    _check_count("warmup", warmup, minimum=0)
+    if num_threads is not None:
+        _check_count("num_threads", num_threads)
     probe = tflite_interpreter(model_path)
     input_detail = probe.get_input_details()[0]
     shape = [batch_size] + list(input_detail["shape"][1:])
@@ -47,6 +52,7 @@ def benchmark(
     runs=100,
     quantize=None,
     representative_data=None,
+    model=None,
 ):
     """Sizes and TFLite latencies of a `.keras` or `.tflite` model.
 
@@ -58,6 +64,8 @@ def benchmark(
         model_path: a `.keras` or `.tflite` file.
         threads: interpreter thread counts to time; `None` means all cores.
         batch_size, runs: see `tflite_latency`.
+        model: the Keras model saved at `model_path`, if the caller has
+            already loaded it (the command line does, for its clear errors).
 
     Returns:
         A dict: `tflite_bytes`, `latency_us` ({threads: median microseconds}),
@@ -65,6 +73,14 @@ def benchmark(
         `parameters`, `multiply_adds`.
     """
     model_path = os.fspath(model_path)
+    threads = list(threads)
+    if not threads:
+        raise ValueError("threads is empty: give at least one thread count (None for all cores).")
+    for count in threads:
+        if count is not None:
+            _check_count("threads", count)
+    _check_count("batch_size", batch_size)
+    _check_count("runs", runs)
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{model_path}: no such file to benchmark.")
     if model_path.endswith(".tflite"):
@@ -73,7 +89,8 @@ def benchmark(
         raise ValueError(
             f"{model_path}: expected a .keras or a .tflite file to benchmark."
         )
-    model = keras.saving.load_model(model_path, compile=False)
+    if model is None:
+        model = keras.saving.load_model(model_path, compile=False)
     with tempfile.TemporaryDirectory() as scratch:
         tflite_path = os.path.join(scratch, "model.tflite")
         export(
@@ -106,3 +123,10 @@ def _benchmark_tflite(tflite_path, threads, batch_size, runs):
         "batch_size": batch_size,
         "runs": runs,
     }
+
+
+def _check_count(name, value, minimum=1):
+    """Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`:
+    checked before any work (runs=0 would otherwise fail late, in `median([])`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")

@@ -7,18 +7,52 @@
 
 Each subcommand is a pair `_add_<name>_command(subparsers)` + `_run_<name>`:
 adding a subcommand is adding a pair and one line in `build_parser`.
+
+Exit status: 0 done; 1 a result that is not what the model computes (nothing
+written); 2 bad input, options or destinations, or a failed write (one line
+`keras-compact: error: ...`); 130 interrupted (SIGINT); 143 terminated
+(SIGTERM while writing). Every destination is checked before any work.
 """
 
 import argparse
+import contextlib
+import itertools
+import math
 import os
 import sys
 
 
-from keras_compact.files import atomic_path, write_json
+from keras_compact.files import atomic_path, check_writable, json_text, write_json
 
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are `CliError`s: one line, exit 2, and `main`
+    returns instead of exiting (so it can be called in-process)."""
+
+    def error(self, message):
+        raise CliError(f"{message} (see '{self.prog} --help').")
+
+
+def _bounded(convert, minimum, below=None):
+    """An argparse type: `convert(text)`, finite, >= `minimum` (and < `below`),
+    so a number that makes no sense fails at once, naming its flag."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= minimum and (below is None or value < below)):
+            kind = "an integer" if convert is int else "a finite number"
+            bounds = f">= {minimum}" + ("" if below is None else f" and < {below}")
+            raise argparse.ArgumentTypeError(f"expected {kind} {bounds}, got '{text}'")
+        return value
+
+    return parse
 
 
 def _load_model(path, unsafe=False):
@@ -62,19 +96,42 @@ def _load_arrays(path, flag):
     if not hasattr(data, "files"):
         return data, None
     with data:
-        if "x" in data.files:
-            return data["x"], data["y"] if "y" in data.files else None
-        arrays = [data[name] for name in data.files]
-    return (arrays[0] if len(arrays) == 1 else arrays), None
+        try:
+            if "x" in data.files:
+                inputs, labels = data["x"], data["y"] if "y" in data.files else None
+            else:
+                arrays = [data[name] for name in data.files]
+                inputs, labels = (arrays[0] if len(arrays) == 1 else arrays), None
+        except Exception as error:  # noqa: BLE001 - a truncated member, or pickled objects
+            raise CliError(f"cannot read {flag} '{path}': {error}") from None
+    if isinstance(inputs, list) and not inputs:
+        raise CliError(f"{flag} '{path}' holds no arrays: save the model's inputs in it.")
+    if labels is not None and np.shape(labels)[:1] != np.shape(inputs)[:1]:
+        raise CliError(
+            f"{flag} '{path}': y has shape {np.shape(labels)} for x of shape {np.shape(inputs)}: "
+            "give one label per sample."
+        )
+    return inputs, labels
 
 
-def _compact(model, args, path):
+def _check_fits(model, inputs, flag, path):
+    """Refuse `inputs` read from `path` unless they are numbers shaped for `model`."""
+    from keras_compact.exporter import check_inputs
+
+    if inputs is not None:
+        try:
+            check_inputs(model, inputs, flag)
+        except ValueError as error:
+            raise CliError(f"{error} (in '{path}')") from None
+
+
+def _compact(model, args, path, sample_data=None):
     from keras_compact.compaction import CompactionError, compact
 
     try:
         return compact(
             model,
-            sample_data=_load_arrays(getattr(args, "sample_data", None), "--sample-data")[0],
+            sample_data=sample_data,
             atol=args.atol,
             rtol=args.rtol,
             verify=not args.no_verify,
@@ -89,37 +146,119 @@ def _compact(model, args, path):
 
 
 def _same_file(a, b):
-    if os.path.abspath(a) == os.path.abspath(b):
+    if os.path.realpath(a) == os.path.realpath(b):
         return True
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def _check_destinations(sources, destinations):
+    """Refuse, before any work, a destination that cannot be written, or that
+    would overwrite an input or another destination.
+
+    `sources`: (flag, path) pairs the command reads; `destinations`: (flag,
+    path, folder) triples, `folder` true for a SavedModel folder, which is
+    replaced whole. Unset paths (None) are skipped.
+    """
+    from keras_compact.exporter import check_destination
+
+    sources = [(flag, path) for flag, path in sources if path]
+    destinations = [(flag, path, folder) for flag, path, folder in destinations if path]
+    for flag, path, folder in destinations:
+        for source_flag, source in sources:
+            if _same_file(path, source):
+                raise CliError(
+                    f"{flag} '{path}' is the input {source_flag} '{source}': refusing to "
+                    "overwrite it; choose another path."
+                )
+            if folder and _inside(source, path):
+                raise CliError(
+                    f"{flag} '{path}' holds the input {source_flag} '{source}' and would be "
+                    "replaced whole: choose another folder."
+                )
+        try:
+            if folder:
+                check_destination(path, "saved_model", what=flag)
+            else:
+                check_writable(path, flag)
+        except OSError as error:
+            raise CliError(str(error)) from None
+    for (flag, path, folder), (other_flag, other, other_folder) in itertools.permutations(
+        destinations, 2
+    ):
+        if _same_file(path, other):
+            raise CliError(
+                f"{flag} and {other_flag} name the same path '{path}': give each output its own."
+            )
+        if other_folder and _inside(path, other):
+            raise CliError(
+                f"{flag} '{path}' is inside {other_flag} '{other}', which is replaced whole: "
+                "write it elsewhere."
+            )
+
+
+@contextlib.contextmanager
+def _writing(flag, path, writer=None):
+    """Runs the block inside `writer` (the context manager that writes `path`,
+    if any). An OSError (disk full, read-only file system) becomes a one-line
+    error naming `flag` and `path`, as does an export's refusal (ValueError:
+    inputs or outputs unfit to verify on)."""
+    try:
+        with writer or contextlib.nullcontext() as value:
+            yield value
+    except OSError as error:
+        raise CliError(
+            f"cannot write {flag} '{path}': {error.strerror or error}. Free some space, or "
+            "choose a folder you can write to."
+        ) from None
+    except ValueError as error:
+        raise CliError(f"{flag} '{path}': {error}") from None
+
+
 def _add_common_options(parser):
     parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (runs code from the file)")
-    parser.add_argument("--atol", type=float, default=1e-5, help="verification tolerance, absolute")
-    parser.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance, relative")
+    parser.add_argument(
+        "--atol", type=_bounded(float, 0), default=1e-5, help="verification tolerance, absolute (>= 0)"
+    )
+    parser.add_argument(
+        "--rtol", type=_bounded(float, 0), default=1e-4, help="verification tolerance, relative (>= 0)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison of the two models")
     parser.add_argument(
         "--no-factorize", action="store_true", help="do not split low-rank layers into two thin ones"
     )
     parser.add_argument(
         "--rank-rtol",
-        type=float,
+        type=_bounded(float, 0, below=1),
         default=1e-5,
-        help="singular values at or below this fraction of a kernel's largest count as zero",
+        help="singular values at or below this fraction of a kernel's largest count as zero "
+        "(in [0, 1))",
     )
     parser.add_argument(
         "--channel-multiple",
-        type=int,
+        type=_bounded(int, 1),
         default=1,
         metavar="M",
-        help="keep each layer's width a multiple of M (8 runs fastest under XNNPACK); exact",
+        help="keep each layer's width a multiple of M >= 1 (8 runs fastest under XNNPACK); exact",
     )
 
 
 def _add_compact_command(subparsers):
     parser = subparsers.add_parser(
-        "compact", help="write a copy of a model without its dead neurons"
+        "compact",
+        help="write a copy of a model without its dead neurons",
+        description=(
+            "Write a copy of IN.keras without its dead neurons. All or nothing: every destination "
+            "is checked before any work; OUT.keras, the report and the exports are written under "
+            "temporary names beside their destinations, each export is run and compared with "
+            "Keras, and only when all of them succeeded are they moved into place (OUT.keras "
+            "last). On any error, Ctrl-C or SIGTERM, no destination is touched and no temporary "
+            "is left. IN.keras is only read."
+        ),
     )
     parser.add_argument("input", metavar="IN.keras")
     parser.add_argument("output", metavar="OUT.keras")
@@ -165,51 +304,58 @@ def _check_export_options(args):
     """Refuse bad export options before any work; return (inputs, labels) for the exports."""
     if args.quantize and not args.tflite:
         raise CliError(f"--quantize {args.quantize} applies to the TFLite export: add --tflite FILE.")
-    for path in (args.tflite, args.saved_model):
-        if path and _same_file(path, args.input):
-            raise CliError(f"'{path}' is the input model: export to another path.")
     return _calibration(args)
 
 
-def _export_artefacts(model, args, inputs, labels):
-    """The exports `compact` was asked for (SavedModel first), each verified."""
-    from keras_compact.exporter import export
+def _write_outputs(args, compact_model, report, inputs, labels):
+    """Writes OUT.keras, the exports and the report under temporary names,
+    runs and verifies the exports, and only then moves all of them into place
+    (in reverse order, OUT.keras last); returns the export reports."""
+    from keras_compact.exporter import exporting
 
+    exports = [
+        ("--saved-model", args.saved_model, {"format": "saved_model"}),
+        ("--tflite", args.tflite, {"format": "tflite", "quantize": args.quantize,
+                                   "representative_data": inputs}),
+    ]
     reports = []
-    if args.saved_model:
-        reports.append(
-            export(model, args.saved_model, format="saved_model", sample_data=inputs, labels=labels)
-        )
-    if args.tflite:
-        reports.append(
-            export(
-                model,
-                args.tflite,
-                format="tflite",
-                quantize=args.quantize,
-                representative_data=inputs,
-                sample_data=inputs,
-                labels=labels,
-            )
-        )
-    for report in reports:
-        print(report.summary())
+    with contextlib.ExitStack() as stack:
+        temporary = stack.enter_context(_writing("OUT.keras", args.output, atomic_path(args.output)))
+        compact_model.save(temporary)
+        for flag, path, options in exports:
+            if path:
+                writer = exporting(compact_model, path, sample_data=inputs, labels=labels, **options)
+                reports.append(stack.enter_context(_writing(flag, path, writer)))
+        if args.report:
+            temporary = stack.enter_context(_writing("--report", args.report, atomic_path(args.report)))
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.write(json_text(report.to_dict()))
     return reports
 
 
 def _run_compact(args):
     if not args.output.endswith(".keras"):
         raise CliError(f"OUT must be a .keras file, got '{args.output}'.")
-    if _same_file(args.input, args.output):
-        raise CliError("OUT is IN: refusing to overwrite the input model; choose another path.")
+    sources = [
+        ("IN.keras", args.input),
+        ("--sample-data", args.sample_data),
+        ("--representative-data", args.representative_data),
+    ]
+    destinations = [
+        ("OUT.keras", args.output, False),
+        ("--report", args.report, False),
+        ("--tflite", args.tflite, False),
+        ("--saved-model", args.saved_model, True),
+    ]
+    _check_destinations(sources, destinations)
     inputs, labels = _check_export_options(args)
+    sample_data, _ = _load_arrays(args.sample_data, "--sample-data")
     model = _load_model(args.input, unsafe=args.unsafe)
-    compact_model, report = _compact(model, args, args.input)
-    with atomic_path(args.output) as temporary:
-        compact_model.save(temporary)
-    _export_artefacts(compact_model, args, inputs, labels)
-    if args.report:
-        write_json(args.report, report.to_dict())
+    _check_fits(model, sample_data, "--sample-data", args.sample_data)
+    _check_fits(model, inputs, "--representative-data", args.representative_data)
+    compact_model, report = _compact(model, args, args.input, sample_data)
+    for export_report in _write_outputs(args, compact_model, report, inputs, labels):
+        print(export_report.summary())
     print(
         f"{args.input} -> {args.output}: parameters {report.params_before:,} -> "
         f"{report.params_after:,}, max abs diff "
@@ -245,11 +391,14 @@ def _add_bench_command(subparsers):
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="a .keras or .tflite file")
-    parser.add_argument("--runs", type=int, default=100, help="timed invocations (default 100)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (runs code from the file)")
+    parser.add_argument(
+        "--runs", type=_bounded(int, 1), default=100, help="timed invocations, >= 1 (default 100)"
+    )
+    parser.add_argument("--batch-size", type=_bounded(int, 1), default=1, help=">= 1 (default 1)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_bounded(int, 0),
         nargs="+",
         default=[1, 0],
         help="interpreter thread counts; 0 means all cores (default: 1 0)",
@@ -266,15 +415,26 @@ def _run_bench(args):
         raise CliError(f"'{args.model}': no such file.")
     if args.quantize and args.model.endswith(".tflite"):
         raise CliError(f"--quantize applies to .keras inputs; '{args.model}' is already converted.")
-    inputs, _ = _calibration(args)
-    result = benchmark(
-        args.model,
-        threads=[count or None for count in args.threads],
-        batch_size=args.batch_size,
-        runs=args.runs,
-        quantize=args.quantize,
-        representative_data=inputs,
+    _check_destinations(
+        [("MODEL", args.model), ("--representative-data", args.representative_data)],
+        [("--json", args.json, False)],
     )
+    inputs, _ = _calibration(args)
+    model = _load_model(args.model, unsafe=args.unsafe) if args.model.endswith(".keras") else None
+    if model is not None:
+        _check_fits(model, inputs, "--representative-data", args.representative_data)
+    try:
+        result = benchmark(
+            args.model,
+            threads=[count or None for count in args.threads],
+            batch_size=args.batch_size,
+            runs=args.runs,
+            quantize=args.quantize,
+            representative_data=inputs,
+            model=model,
+        )
+    except ValueError as error:  # an unreadable .tflite, a model export cannot verify
+        raise CliError(str(error)) from None
     sizes = [f"{result['tflite_bytes']:,} bytes as .tflite"]
     if "keras_bytes" in result:  # converted here, so its dtype is known
         sizes = [
@@ -290,12 +450,13 @@ def _run_bench(args):
     )
     print(f"latency, batch {args.batch_size}, median of {args.runs} runs: {latencies}")
     if args.json:
-        write_json(args.json, result)
+        with _writing("--json", args.json):
+            write_json(args.json, result)
     return 0
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-compact",
         description="Remove dead neurons from Keras models, exactly.",
     )
@@ -306,13 +467,24 @@ def build_parser():
     return parser
 
 
+def _error(error, status):
+    # One line, whatever the message: a library's multi-line text would read
+    # like a traceback.
+    print(f"keras-compact: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return status
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except CliError as error:
-        print(f"keras-compact: error: {error}", file=sys.stderr)
-        return 2
+        return _error(error, 2)
+    except KeyboardInterrupt:
+        # The writers removed their temporaries on the way out; a traceback
+        # would only say where Ctrl-C happened to land.
+        print("keras-compact: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError) as error:
         from keras_compact.compaction import CompactionError
         from keras_compact.exporter import ExportVerificationError
@@ -320,8 +492,7 @@ def main(argv=None):
         if not isinstance(error, (CompactionError, ExportVerificationError)):
             raise
         # A result that is not what the model computes is never written.
-        print(f"keras-compact: error: {error}", file=sys.stderr)
-        return 1
+        return _error(error, 1)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,22 @@ then fails to load in a plain LiteRT interpreter; restricted to builtins the
 conversion itself fails and says which op. `from_concrete_functions` is never
 used: on Keras 3 models it silently writes uninitialised weights.
 
-Every artefact is written next to its destination under a temporary name, run
-(SavedModel through TensorFlow, .tflite through `ai_edge_litert`), compared
-with the Keras model, and only then moved into place.
+Every artefact is written next to its destination under a temporary name
+(`keras_compact.files`), run (SavedModel through TensorFlow, .tflite through
+`ai_edge_litert`), compared with the Keras model, and only then moved into
+place; `exporting` lets a caller move several verified artefacts together.
 """
 
+import contextlib
 import dataclasses
+import math
 import os
 import tempfile
 
 import numpy as np
+
+from keras_compact.files import atomic_directory, atomic_path, check_writable
+from keras_compact.numerics import relative_difference
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = (None, "float16", "int8")
@@ -44,8 +50,10 @@ class ExportReport:
         size_bytes: its size on disk (all files, for a directory).
         num_samples: the inputs it was verified on.
         max_abs_diff: max |artefact - Keras| over all outputs.
-        max_rel_diff: `max_abs_diff / max |Keras|`: relative to the output's
-            scale, since element-wise ratios blow up on outputs near zero.
+        max_rel_diff: `numerics.relative_difference`, i.e. `max_abs_diff /
+            max(1, max |Keras|)`: relative to the output's scale (the same
+            definition as the compactor's), since element-wise ratios blow
+            up on outputs near zero.
         class_agreement: fraction of samples whose arg-max class is the same
             as Keras's (`None` for outputs with a single unit).
         accuracy: the artefact's accuracy on the given labels, if any.
@@ -99,7 +107,9 @@ def export(
         model: a built Keras model with one input and one output.
         path: destination: a directory for `"saved_model"`, a file (by
             convention `*.tflite`) for `"tflite"`. Replaced atomically; on a
-            failed verification nothing is written there.
+            failed verification nothing is written there. An existing folder
+            that does not hold a SavedModel is refused (it would be replaced
+            whole).
         format: `"saved_model"` or `"tflite"`.
         quantize: TFLite only. `None` (float32), `"float16"` (weights stored
             in float16) or `"int8"` (full-integer kernels, float32 input and
@@ -111,7 +121,8 @@ def export(
         sample_data: inputs to verify on (same forms). Defaults to the
             representative data, else to seeded random normal inputs.
         labels: integer class labels of `sample_data`, to report accuracy.
-        rtol: float32 exports must satisfy `max_rel_diff <= rtol`.
+        rtol: float32 exports must satisfy `max_rel_diff <= rtol`
+            (`numerics.relative_difference`: relative to the output's scale).
             Quantized exports are not held to a tolerance: their report gives
             class agreement and accuracy instead.
 
@@ -119,70 +130,134 @@ def export(
         An `ExportReport`.
 
     Raises:
-        ValueError: bad arguments, or int8 without representative data.
+        ValueError: bad arguments, inputs that do not fit the model, int8
+            without representative data, or a model whose own outputs are
+            not finite on the verification inputs.
+        OSError: `path` cannot be written (checked before any work).
         ExportVerificationError: the artefact's outputs are not finite, or a
             float32 export differs from the model by more than `rtol`.
     """
+    with exporting(
+        model, path, format, quantize, representative_data, sample_data, labels, rtol
+    ) as report:
+        return report
+
+
+@contextlib.contextmanager
+def exporting(
+    model,
+    path,
+    format="saved_model",
+    quantize=None,
+    representative_data=None,
+    sample_data=None,
+    labels=None,
+    rtol=1e-4,
+):
+    """`export` in two steps: on entry the artefact is written beside `path`
+    under a temporary name, run and verified, and its `ExportReport` yielded;
+    it is moved into place when the block ends without an error, and removed
+    otherwise. A caller writing several outputs enters one of these per
+    export and moves all of them only once every one is verified."""
     # TensorFlow is imported where it is used: training and compaction run
     # on any Keras backend; only export needs TensorFlow.
     import tensorflow as tf
 
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(
-            f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}."
-        )
-    if quantize and format != "tflite":
-        raise ValueError(
-            f"quantize={quantize!r} applies to format='tflite' only; a "
-            "SavedModel keeps the model's own dtypes."
-        )
-    if quantize == "int8" and representative_data is None:
-        raise ValueError(
-            "int8 quantization calibrates each activation's range on real "
-            "inputs: pass representative_data= (a few hundred training "
-            "samples), or use quantize='float16', which needs none."
-        )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            "export() verifies models with one input and one output; this "
-            f"model has {len(model.inputs)} inputs and {len(model.outputs)} "
-            "outputs."
-        )
-
+    _check_arguments(model, format, quantize, representative_data, rtol)
+    path = os.fspath(path)
+    check_destination(path, format)
     calibration = (
         None
         if representative_data is None
         else as_input_array(representative_data, NUM_CALIBRATION_SAMPLES)
     )
+    if calibration is not None:
+        check_inputs(model, calibration, "representative_data")
     samples = _verification_samples(model, sample_data, calibration)
+    if labels is not None and len(labels) != len(samples):
+        raise ValueError(
+            f"labels has {len(labels)} entries for {len(samples)} samples: "
+            "give one label per sample."
+        )
     expected = np.asarray(model(samples, training=False), dtype=np.float32)
+    if not np.all(np.isfinite(expected)):
+        raise ValueError(
+            f"The Keras model's own outputs are not finite on the {len(samples)} "
+            f"verification inputs, so no export to {path} can be verified: check "
+            "the model's weights and the inputs."
+        )
 
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".export-") as scratch:
-        saved_model_dir = os.path.join(scratch, "saved_model")
-        model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+    writer = atomic_directory if format == "saved_model" else atomic_path
+    with writer(path) as artefact:
         if format == "saved_model":
-            artefact = saved_model_dir
+            model.export(artefact, format="tf_saved_model", verbose=False)
             # Keep the loaded object alive: it owns the variables `serve` reads.
             loaded = tf.saved_model.load(artefact)
             actual = loaded.serve(samples).numpy()
             size_bytes = _directory_size(artefact)
         else:
-            artefact = os.path.join(scratch, "model.tflite")
-            with open(artefact, "wb") as f:
-                f.write(_convert(saved_model_dir, quantize, calibration))
+            # The intermediate SavedModel is scratch, not an output: it goes
+            # to the system's temporary folder, removed on the way out.
+            with tempfile.TemporaryDirectory(prefix="keras-compact-export-") as scratch:
+                saved_model_dir = os.path.join(scratch, "saved_model")
+                model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+                with open(artefact, "wb") as f:
+                    f.write(_convert(saved_model_dir, quantize, calibration))
             actual = run_tflite(artefact, samples)
             size_bytes = os.path.getsize(artefact)
         report = _compare(
             expected, actual, labels, format, quantize, path, size_bytes
         )
         _check(report, rtol)
-        _move_into_place(artefact, path)
-    return report
+        yield report
+
+
+def check_destination(path, format, what=None):
+    """Raise now (an `OSError`) if `path` cannot receive a `format` export.
+
+    On top of `files.check_writable`: a SavedModel destination that is an
+    existing, non-empty folder without a `saved_model.pb` is refused, since
+    the export replaces the folder whole and would delete what it holds.
+    """
+    what = what or f"{format} destination"
+    folder = format == "saved_model"
+    check_writable(path, what, folder=folder)
+    if (
+        folder
+        and os.path.isdir(path)
+        and os.listdir(path)
+        and not os.path.exists(os.path.join(path, "saved_model.pb"))
+    ):
+        raise FileExistsError(
+            f"{what} '{path}' is a folder that does not hold a SavedModel; the export "
+            "replaces it whole, deleting what it holds: name a new or empty folder."
+        )
+
+
+def check_inputs(model, inputs, what):
+    """Raise a `ValueError` naming `what` unless `inputs` (an array, or one
+    per model input) are non-empty numbers shaped for `model`'s inputs."""
+    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(arrays) != len(model.inputs):
+        raise ValueError(
+            f"{what} gives {len(arrays)} input arrays; the model takes "
+            f"{len(model.inputs)}: give one array per model input, in order."
+        )
+    for array, model_input in zip(arrays, model.inputs):
+        array = np.asarray(array)
+        expected = tuple(model_input.shape[1:])
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise ValueError(f"{what} holds {array.dtype} values; the model takes numbers.")
+        if array.ndim == 0 or len(array) == 0:
+            raise ValueError(f"{what} holds no samples: give at least one input.")
+        shape = array.shape[1:]
+        if len(shape) != len(expected) or any(
+            e is not None and e != s for e, s in zip(expected, shape)
+        ):
+            raise ValueError(
+                f"{what} holds samples of shape {shape}; the model takes "
+                f"{expected} (after the batch axis)."
+            )
 
 
 def run_tflite(model_path, inputs):
@@ -203,7 +278,13 @@ def tflite_interpreter(model_path, input_shape=None, num_threads=None):
     # Imported here: ai_edge_litert is the optional `export` extra.
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+    try:
+        interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+    except ValueError as error:  # empty, truncated or not a flatbuffer at all
+        raise ValueError(
+            f"cannot read '{model_path}' as a TFLite model ({str(error).strip()}): "
+            "is it a complete .tflite file written by the TFLite converter?"
+        ) from None
     inputs = interpreter.get_input_details()
     if len(inputs) != 1:
         raise ValueError(
@@ -237,9 +318,39 @@ def as_input_array(data, limit=None):
     return np.asarray(data[:limit], dtype=np.float32)
 
 
+def _check_arguments(model, format, quantize, representative_data, rtol):
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}."
+        )
+    if quantize and format != "tflite":
+        raise ValueError(
+            f"quantize={quantize!r} applies to format='tflite' only; a "
+            "SavedModel keeps the model's own dtypes."
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "int8 quantization calibrates each activation's range on real "
+            "inputs: pass representative_data= (a few hundred training "
+            "samples), or use quantize='float16', which needs none."
+        )
+    if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "export() verifies models with one input and one output; this "
+            f"model has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs."
+        )
+
+
 def _verification_samples(model, sample_data, calibration):
     if sample_data is not None:
-        return as_input_array(sample_data)
+        samples = as_input_array(sample_data)
+        check_inputs(model, samples, "sample_data")
+        return samples
     if calibration is not None:
         return calibration[:NUM_VERIFICATION_SAMPLES]
     shape = (NUM_VERIFICATION_SAMPLES,) + tuple(model.inputs[0].shape[1:])
@@ -282,16 +393,14 @@ def _compare(expected, actual, labels, format, quantize, path, size_bytes):
             f"The {format} export for {path} produces non-finite outputs: it "
             "was not written. Check that the model's own outputs are finite."
         )
-    max_abs_diff = float(np.max(np.abs(actual - expected)))
-    scale = float(np.max(np.abs(expected)))
     report = ExportReport(
         format=format,
         quantize=quantize,
         path=path,
         size_bytes=size_bytes,
         num_samples=len(expected),
-        max_abs_diff=max_abs_diff,
-        max_rel_diff=max_abs_diff / scale if scale > 0 else max_abs_diff,
+        max_abs_diff=float(np.max(np.abs(actual - expected))),
+        max_rel_diff=relative_difference(expected, actual),
     )
     if expected.ndim >= 2 and expected.shape[-1] > 1:
         predicted = np.argmax(actual, axis=-1)
@@ -313,23 +422,6 @@ def _check(report, rtol):
             f"{rtol:.0e}: it was not written. Raise rtol= only if the model "
             "is numerically sensitive by design."
         )
-
-
-def _move_into_place(artefact, path):
-    if not os.path.isdir(artefact):
-        os.replace(artefact, path)
-        return
-    # A directory cannot be replaced in one step: move the old one aside
-    # first, so `path` is always either the old or the new SavedModel.
-    if os.path.isdir(path):
-        old = tempfile.mkdtemp(dir=os.path.dirname(artefact), prefix="old-")
-        os.replace(path, os.path.join(old, "saved_model"))
-    elif os.path.exists(path):
-        raise FileExistsError(
-            f"{path} exists and is not a directory: choose another SavedModel "
-            "destination."
-        )
-    os.replace(artefact, path)
 
 
 def _directory_size(directory):

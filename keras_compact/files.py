@@ -10,8 +10,9 @@ file) or `atomic_directory` (a SavedModel):
 3. it is fsync'ed, renamed over the target, and the folder is fsync'ed, so a
    reader sees the old file or the new one, never half of one, even after a
    power cut;
-4. on any failure, and on SIGTERM while the write is under way (in the main
-   thread), the temporary is removed and the target is left as it was.
+4. on any failure, and on SIGINT or SIGTERM while the write is under way
+   (in the main thread: KeyboardInterrupt, or exit status 143), the
+   temporary is removed and the target is left as it was.
 """
 
 import contextlib
@@ -66,44 +67,103 @@ def _remove(path):
         os.remove(path)
 
 
+# Signals that arrived during a write (main thread), first one first.
+_received = []
+
+
+def _check_signals():
+    """Raise what the first signal received during the write calls for."""
+    if _received:
+        raise KeyboardInterrupt if _received[0] == signal.SIGINT else SystemExit(128 + _received[0])
+
+
+def _on_signal(signum, frame):
+    _received.append(signum)
+    _check_signals()
+
+
 @contextlib.contextmanager
-def _removed_on_sigterm(path):
-    """While the block runs in the main thread, SIGTERM removes `path` and exits (143)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
+def _signals_end_the_write():
+    """While the outermost write runs in the main thread, SIGINT raises
+    KeyboardInterrupt and SIGTERM SystemExit(143) in it, so every `finally` on
+    the way out (the temporaries' removal) runs. Yields a check that raises
+    again if a signal arrived: code that swallowed it (TFLite's converter
+    swallows a Ctrl-C) or turned it into another error (a library's cleanup
+    failing on its half-written file) still cannot let the write complete.
 
-    def on_sigterm(signum, frame):
-        _remove(path)
-        signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    Only default handlers are replaced: an application's own handler, or an
+    ignored signal, is left alone. Other threads cannot set handlers; a write
+    there gets the default action."""
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            if signal.getsignal(signum) is default:
+                signal.signal(signum, _on_signal)
+                installed.append((signum, default))
     try:
-        yield
+        yield _check_signals
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, default in installed:
+            signal.signal(signum, default)
+        if installed:  # the outermost write: it reports the signal, and forgets it
+            try:
+                _check_signals()
+            finally:
+                _received.clear()
 
 
-def check_writable(path, what="output"):
+def check_writable(path, what="output", folder=False):
     """Raise a clear `OSError` subclass now if `path` cannot be written later.
 
-    Checks that the parent folder exists (or can be made), is a folder, and is
-    writable, and that `path` is not an existing folder. Nothing is created
-    but missing parent folders.
+    Checks that the nearest existing parent of `path` is a writable folder
+    (a read-only file system fails here, even for root), and that an existing
+    `path` is of the kind that will replace it: a file, or a folder when
+    `folder` is true. Creates nothing. `what` names the path in the message
+    (a command-line flag, say).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    probe = folder
+    probe = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        raise NotADirectoryError(f"{what} '{path}': '{probe}' is a file, not a folder.")
+        raise NotADirectoryError(
+            f"{what} '{path}': '{probe}' is a file, not a folder: choose another path."
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} '{path}': folder '{probe}' is not writable.")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{what} '{path}' is a folder; name a file.")
+        raise PermissionError(
+            f"{what} '{path}': folder '{probe}' is not writable (read-only or not yours): "
+            "choose a folder you can write to."
+        )
+    if folder and os.path.lexists(path) and not os.path.isdir(path):
+        raise FileExistsError(
+            f"{what} '{path}' is an existing file, not a folder: name a folder, or remove the file."
+        )
+    if not folder and os.path.isdir(path):
+        raise IsADirectoryError(f"{what} '{path}' is a folder: name a file.")
+
+
+@contextlib.contextmanager
+def _parent_folder(path):
+    """Yields the folder of `path`, made if missing; what was made here is
+    removed again (when empty) if the block fails, so a failed write leaves
+    no trace, not even an empty folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    made, probe = None, folder
+    while not os.path.exists(probe):
+        made, probe = probe, os.path.dirname(probe)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        while made is not None:
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: another write uses it
+                break
+            if folder == made:
+                break
+            folder = os.path.dirname(folder)
+        raise
 
 
 @contextlib.contextmanager
@@ -111,23 +171,24 @@ def atomic_path(path):
     """Yields a temporary file path beside `path`; on success it replaces `path`.
 
     Write the content to the yielded path (any writer that takes a path:
-    `model.save`, `figure.savefig`, `open`). Parent folders are created.
+    `model.save`, `figure.savefig`, `open`). Missing parent folders are made
+    (and removed again if the write fails).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
-    os.close(handle)
-    try:
-        with _removed_on_sigterm(temporary):
-            yield temporary
-            os.chmod(temporary, 0o666 & ~_umask())
-            _fsync_path(temporary)
-            os.replace(temporary, path)
-            _fsync_folder(folder)
-    finally:
-        _remove(temporary)
+    with _parent_folder(path) as folder:
+        suffix = os.path.splitext(path)[1]
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
+        os.close(handle)
+        try:
+            with _signals_end_the_write() as check_signals:
+                yield temporary
+                check_signals()
+                os.chmod(temporary, 0o666 & ~_umask())
+                _fsync_path(temporary)
+                os.replace(temporary, path)
+                _fsync_folder(folder)
+        finally:
+            _remove(temporary)
 
 
 @contextlib.contextmanager
@@ -141,25 +202,25 @@ def atomic_directory(path):
     path = os.fspath(path)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise FileExistsError(f"'{path}' exists and is not a folder: choose another destination.")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    scratch = tempfile.mkdtemp(dir=folder, prefix=TEMPORARY_PREFIX)
-    temporary = os.path.join(scratch, "new")
-    try:
-        with _removed_on_sigterm(scratch):
-            yield temporary
-            for root, folders, names in os.walk(temporary):
-                os.chmod(root, 0o777 & ~_umask())
-                for name in names:
-                    os.chmod(os.path.join(root, name), 0o666 & ~_umask())
-            _fsync_path(temporary)
-            os.chmod(scratch, 0o700)
-            if os.path.isdir(path):
-                os.replace(path, os.path.join(scratch, "old"))
-            os.replace(temporary, path)
-            _fsync_folder(folder)
-    finally:
-        _remove(scratch)
+    with _parent_folder(path) as folder:
+        scratch = tempfile.mkdtemp(dir=folder, prefix=TEMPORARY_PREFIX)
+        temporary = os.path.join(scratch, "new")
+        try:
+            with _signals_end_the_write() as check_signals:
+                yield temporary
+                check_signals()
+                for root, _, names in os.walk(temporary):
+                    os.chmod(root, 0o777 & ~_umask())
+                    for name in names:
+                        os.chmod(os.path.join(root, name), 0o666 & ~_umask())
+                _fsync_path(temporary)
+                os.chmod(scratch, 0o700)
+                if os.path.isdir(path):
+                    os.replace(path, os.path.join(scratch, "old"))
+                os.replace(temporary, path)
+                _fsync_folder(folder)
+        finally:
+            _remove(scratch)
 
 
 def write_text(path, text):
@@ -175,4 +236,9 @@ def write_bytes(path, data):
 
 
 def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    write_text(path, json_text(value))
+
+
+def json_text(value):
+    """The JSON form of every keras-compact file: indented, keys sorted, a final newline."""
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"

@@ -10,7 +10,6 @@ import pytest
 
 import keras
 from keras_compact import cli
-from keras_compact.files import atomic_path
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,18 +124,6 @@ def test_subclassed_and_unbuilt_models(tmp_path, capsys):
     assert cli.main(["report", path]) == 2
     err = capsys.readouterr().err
     assert "no graph yet" in err or "cannot read" in err
-
-
-def test_failed_write_leaves_nothing_behind(tmp_path):
-    target = tmp_path / "out.json"
-    target.write_text("old")
-
-    with pytest.raises(OSError):
-        with atomic_path(str(target)) as tmp:
-            open(tmp, "w").write("half")
-            raise OSError("disk full")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["out.json"]
 
 
 def test_console_entry_point_and_loading_without_keras_compact(saved, tmp_path):

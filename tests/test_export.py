@@ -15,6 +15,7 @@ from keras_compact import cli
 from keras_compact.exporter import ExportVerificationError
 from keras_compact.exporter import as_input_array
 from keras_compact.exporter import run_tflite
+from keras_compact.numerics import relative_difference
 
 
 def run_saved_model(path, x):
@@ -178,6 +179,28 @@ def test_failed_verification_names_the_file_and_leaves_it_untouched(tmp_path):
     assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("gain", [1e-3, 1e2])
+def test_max_rel_diff_is_relative_to_an_output_scale_of_at_least_one(tmp_path, gain):
+    """One definition with the compactor (numerics.relative_difference):
+    max |diff| / max(1, max |output|). Below a scale of 1 it is the absolute
+    difference, not a ratio inflated by small outputs."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(4)])
+    kernel, bias = model.layers[0].get_weights()
+    model.layers[0].set_weights([kernel * gain, bias])
+    x = np.random.default_rng(1).standard_normal((32, 512), dtype=np.float32)
+    path = str(tmp_path / "m.tflite")
+
+    report = keras_compact.export(model, path, format="tflite", sample_data=x, rtol=1.0)
+
+    expected = model(x).numpy()
+    scale = float(np.abs(expected).max())
+    assert (scale < 1) == (gain < 1)
+    assert report.max_abs_diff > 0  # TFLite sums 512 products in another order
+    assert report.max_rel_diff == pytest.approx(report.max_abs_diff / max(1.0, scale))
+    assert report.max_rel_diff == pytest.approx(relative_difference(expected, run_tflite(path, x)))
+
+
 def test_saved_model_directory_is_replaced_whole(tmp_path):
     path = tmp_path / "model"
     keras_compact.export(small_convnet(seed=0), path)
@@ -233,7 +256,7 @@ def test_cli_exports_verified_artefacts_and_benches_them(tmp_path, digits, capsy
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--tflite", "{in}"], "is the input model"),
+        (["--tflite", "{in}"], "is the input IN.keras"),
         (["--quantize", "float16"], "add --tflite FILE"),
         (["--tflite", "{tmp}/m.tflite", "--quantize", "int8"], "--representative-data FILE"),
         (["--tflite", "{tmp}/m.tflite", "--representative-data", "{tmp}/x.csv"], "takes a .npy or .npz"),

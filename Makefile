@@ -36,7 +36,7 @@ test-next: pyproject.toml constraints.txt constraints-next.txt
 	$(NEXT_PY) -m pip install -q -c constraints.txt -e '.[test,export,examples,jax]'
 	$(NEXT_PY) -m pip uninstall -q -y keras
 	$(NEXT_PY) -m pip install -q --no-deps -r constraints-next.txt
-	$(NEXT_PY) -c "import keras; print('keras', keras.__version__)"
+	$(NEXT_PY) -c "import keras; print('keras', keras.version())"
 	$(NEXT_PY) -m pytest -q -m "not slow" tests --ignore=tests/test_examples.py
 
 bench: venv

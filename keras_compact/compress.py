@@ -28,6 +28,37 @@ class CompressResult:
     metrics_before: dict  # the input model's evaluation on the validation data
     metrics_compact: dict  # the compact model's, before fine-tuning
     metrics_after: dict  # after fine-tuning
+    budget: dict  # what was asked: {"params": f or None, "macs": f or None}
+
+    def to_dict(self):
+        return {
+            "compaction": self.report.to_dict(),
+            "budget": self.budget,
+            "landed_at_end": self.landed_at_end,
+            "metrics_before": self.metrics_before,
+            "metrics_compact": self.metrics_compact,
+            "metrics_after": self.metrics_after,
+        }
+
+    def summary(self, source, destination):
+        """Lines for the command line: sizes against the budget, then the metrics."""
+        report = self.report
+        lines = [
+            f"{source} -> {destination}: parameters {report.params_before:,} -> {report.params_after:,} "
+            f"({report.params_after / report.params_before:.1%}), MACs {report.macs_before:,} -> "
+            f"{report.macs_after:,} ({report.macs_after / max(1, report.macs_before):.1%}); budget "
+            + ", ".join(f"{k} {v:g}" for k, v in self.budget.items() if v is not None)
+        ]
+        for label, values in (
+            ("input", self.metrics_before),
+            ("compact", self.metrics_compact),
+            ("fine-tuned", self.metrics_after),
+        ):
+            if values:
+                lines.append(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+        if self.landed_at_end:
+            lines.append("the budget was reached only at the end of sparse training: consider more --epochs")
+        return "\n".join(lines)
 
 
 def loss_and_metrics(model, loss=None):
@@ -55,11 +86,17 @@ def _copy(model):
     return copy
 
 
+def _as_fit_arguments(data, batch_size):
+    """`fit`/`evaluate` keyword arguments for (x, y) arrays or a dataset of batches."""
+    if isinstance(data, tuple):
+        return dict(x=data[0], y=data[1], batch_size=batch_size)
+    return dict(x=data)
+
+
 def _evaluate(model, data, batch_size):
     if data is None:
         return {}
-    x, y = data
-    values = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    values = model.evaluate(**_as_fit_arguments(data, batch_size), verbose=0, return_dict=True)
     return {k: float(v) for k, v in values.items()}
 
 
@@ -102,10 +139,7 @@ def compress(
     """
     loss, metrics = loss_and_metrics(model, loss)
     finetune_epochs = epochs // 2 if finetune_epochs is None else finetune_epochs
-    if isinstance(train_data, tuple):
-        fit_data = dict(x=train_data[0], y=train_data[1], batch_size=batch_size)
-    else:
-        fit_data = dict(x=train_data)
+    fit_data = _as_fit_arguments(train_data, batch_size)
     stage = {} if work_dir is None else _stages(work_dir)
 
     before = _evaluate(_compiled(_copy(model), loss, metrics), validation_data, batch_size)
@@ -148,6 +182,7 @@ def compress(
         metrics_before=before,
         metrics_compact=metrics_compact,
         metrics_after=_evaluate(compact_model, validation_data, batch_size),
+        budget={"params": params, "macs": macs},
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras
-from keras_compact import cli
+import keras_compact_cli as cli
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def test_report_prints_the_table(saved, capsys):
     _, path = saved
     assert cli.main(["report", path]) == 0
     table = capsys.readouterr().out
-    for expected in ("conv", "5 -> 3", "fc", "4 -> 3", "dead", "MFLOPs", "model output (2)"):
+    for expected in ("conv", "5 -> 3", "fc", "4 -> 3", "dead", "MMACs", "model output (2)"):
         assert expected in table
 
 
@@ -132,7 +132,7 @@ def test_console_entry_point_and_loading_without_keras_compact(saved, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     # The compact model loads where keras_compact cannot be imported.
     script = (
-        "import sys; from keras_compact.cli import main; rc = main(sys.argv[1:]);"
+        "import sys; from keras_compact_cli import main; rc = main(sys.argv[1:]);"
         "[sys.modules.pop(m) for m in list(sys.modules) if m.startswith('keras_compact')];"
         "sys.modules['keras_compact'] = None; import keras;"
         f"m = keras.models.load_model({out!r}); print('loaded', m.count_params()); sys.exit(rc)"

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 import keras_compact
 from keras_compact.bench import benchmark
 from keras_compact.compaction.report import multiply_adds
-from keras_compact import cli
+import keras_compact_cli as cli
 from keras_compact.exporter import ExportVerificationError
 from keras_compact.exporter import as_input_array
 from keras_compact.exporter import run_tflite

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import keras_compact
-from keras_compact import cli
+import keras_compact_cli as cli
 from keras_compact.bench import benchmark, tflite_latency
 from keras_compact.exporter import exporting
 from small_models import convnet
@@ -422,7 +422,7 @@ def _child(argv, tmp_path, limit_bytes=None):
     with SIGXFSZ ignored as Python does: a write fails with EFBIG)."""
     script = (
         "import resource, signal, sys\n"
-        "from keras_compact.cli import main\n"
+        "from keras_compact_cli import main\n"
         "limit = int(sys.argv[1])\n"
         "if limit:\n"
         "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"

@@ -4,6 +4,7 @@
                           [--tflite FILE [--quantize float16|int8]] [--saved-model DIR]
     keras-compact report MODEL.keras
     keras-compact bench MODEL.keras|MODEL.tflite
+    keras-compact compress IN.keras OUT.keras --train-data TRAIN (--params F | --macs F) --epochs N
 
 Each subcommand is a pair `_add_<name>_command(subparsers)` + `_run_<name>`:
 adding a subcommand is adding a pair and one line in `build_parser`.
@@ -22,7 +23,14 @@ import os
 import sys
 
 
-from keras_compact.files import atomic_path, check_writable, json_text, write_json
+def _files():
+    # Deferred, with every other keras_compact import: importing the package
+    # imports Keras and its backend (seconds), which --help and argument
+    # errors must not wait for. That is also why this module sits outside the
+    # keras_compact package.
+    from keras_compact import files
+
+    return files
 
 
 class CliError(Exception):
@@ -55,12 +63,21 @@ def _bounded(convert, minimum, below=None):
     return parse
 
 
-def _load_model(path, unsafe=False):
-    """Load a .keras file with clear errors; safe mode unless `unsafe`."""
+def _load_model(path, unsafe=False, compile=False):
+    """Load a .keras file with clear errors; safe mode unless `unsafe`.
+
+    With `compile`, the model comes back compiled when its compile config can
+    be restored (its loss and metrics), else uncompiled.
+    """
     import keras  # noqa: deferred: argparse errors and --help stay fast
 
     if not os.path.exists(path):
         raise CliError(f"'{path}': no such file.")
+    if compile:
+        try:
+            return keras.models.load_model(path, compile=True, safe_mode=not unsafe)
+        except Exception:  # noqa: BLE001 - a custom loss or optimizer: load it uncompiled below
+            pass
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as error:  # noqa: BLE001 - every reading failure gets the same advice
@@ -135,7 +152,7 @@ def _compact(model, args, path, sample_data=None):
             atol=args.atol,
             rtol=args.rtol,
             verify=not args.no_verify,
-            factorize=not args.no_factorize,
+            factorize=args.factorize,
             rank_rtol=args.rank_rtol,
             channel_multiple=args.channel_multiple,
         )
@@ -184,7 +201,7 @@ def _check_destinations(sources, destinations):
             if folder:
                 check_destination(path, "saved_model", what=flag)
             else:
-                check_writable(path, flag)
+                _files().check_writable(path, flag)
         except OSError as error:
             raise CliError(str(error)) from None
     for (flag, path, folder), (other_flag, other, other_folder) in itertools.permutations(
@@ -228,8 +245,17 @@ def _add_common_options(parser):
         "--rtol", type=_bounded(float, 0), default=1e-4, help="verification tolerance, relative (>= 0)"
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison of the two models")
-    parser.add_argument(
-        "--no-factorize", action="store_true", help="do not split low-rank layers into two thin ones"
+    factorize = parser.add_mutually_exclusive_group()
+    factorize.add_argument(
+        "--factorize",
+        dest="factorize",
+        action="store_const",
+        const=True,
+        default=False,
+        help="split every Dense/Conv layer whose kernel has low rank into two thin ones (one SVD each)",
+    )
+    factorize.add_argument(
+        "--no-factorize", dest="factorize", action="store_const", const=False, help="the default"
     )
     parser.add_argument(
         "--rank-rtol",
@@ -320,16 +346,16 @@ def _write_outputs(args, compact_model, report, inputs, labels):
     ]
     reports = []
     with contextlib.ExitStack() as stack:
-        temporary = stack.enter_context(_writing("OUT.keras", args.output, atomic_path(args.output)))
+        temporary = stack.enter_context(_writing("OUT.keras", args.output, _files().atomic_path(args.output)))
         compact_model.save(temporary)
         for flag, path, options in exports:
             if path:
                 writer = exporting(compact_model, path, sample_data=inputs, labels=labels, **options)
                 reports.append(stack.enter_context(_writing(flag, path, writer)))
         if args.report:
-            temporary = stack.enter_context(_writing("--report", args.report, atomic_path(args.report)))
+            temporary = stack.enter_context(_writing("--report", args.report, _files().atomic_path(args.report)))
             with open(temporary, "w", encoding="utf-8") as file:
-                file.write(json_text(report.to_dict()))
+                file.write(_files().json_text(report.to_dict()))
     return reports
 
 
@@ -366,7 +392,7 @@ def _run_compact(args):
 
 def _add_report_command(subparsers):
     parser = subparsers.add_parser(
-        "report", help="print units, parameters, FLOPs and dead neurons per layer"
+        "report", help="print units, parameters, MACs and dead neurons per layer"
     )
     parser.add_argument("model", metavar="MODEL.keras")
     _add_common_options(parser)
@@ -451,7 +477,7 @@ def _run_bench(args):
     print(f"latency, batch {args.batch_size}, median of {args.runs} runs: {latencies}")
     if args.json:
         with _writing("--json", args.json):
-            write_json(args.json, result)
+            _files().write_json(args.json, result)
     return 0
 
 
@@ -464,7 +490,174 @@ def build_parser():
     _add_compact_command(subparsers)
     _add_report_command(subparsers)
     _add_bench_command(subparsers)
+    _add_compress_command(subparsers)
     return parser
+
+
+def _budget(text):
+    """An argparse type: a fraction in (0, 1] or a whole count > 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0 and (value <= 1 or value == int(value))):
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction of the dense model in (0, 1] or a whole count > 1, got '{text}'"
+        )
+    return value
+
+
+def _add_compress_command(subparsers):
+    parser = subparsers.add_parser(
+        "compress",
+        help="train a model's weights down to a budget, compact, fine-tune",
+        description=(
+            "Train a copy of IN.keras's weights with ProxSGD and a group lasso on every hidden "
+            "layer, its strength driven by a BudgetController so that the compact model meets "
+            "--params and/or --macs; compact it (verified), fine-tune the compact model, and "
+            "write OUT.keras. The loss and metrics come from IN's compile config when it was saved "
+            "compiled, else from --loss. IN.keras is only read; outputs are all or nothing, as "
+            "for `compact`."
+        ),
+    )
+    parser.add_argument("input", metavar="IN.keras")
+    parser.add_argument("output", metavar="OUT.keras")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--train-data",
+        required=True,
+        metavar="TRAIN",
+        help="a .npz with x and y, or a tensorflow-datasets name (NAME or NAME:SPLIT) with --data-dir",
+    )
+    data.add_argument(
+        "--validation-data",
+        metavar="VALID",
+        help="the same forms; evaluated on before, after compaction and after fine-tuning",
+    )
+    data.add_argument("--data-dir", metavar="DIR", help="tensorflow-datasets data_dir (never downloads)")
+    budget = parser.add_argument_group("budget (at least one)")
+    budget.add_argument("--params", type=_budget, metavar="F", help="parameters: a fraction or a count")
+    budget.add_argument("--macs", type=_budget, metavar="F", help="multiply-adds per sample, likewise")
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=_bounded(int, 1), required=True, help="epochs of sparse training")
+    training.add_argument(
+        "--finetune-epochs", type=_bounded(int, 0), help="epochs of fine-tuning (default: epochs // 2)"
+    )
+    training.add_argument("--batch-size", type=_bounded(int, 1), default=64)
+    training.add_argument("--learning-rate", type=_bounded(float, 1e-12), default=0.01)
+    training.add_argument("--loss", help="the loss when IN.keras was saved without one")
+    training.add_argument(
+        "--work-dir", metavar="DIR", help="resumable state: a rerun resumes where this one stopped"
+    )
+    training.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (runs code from the file)")
+    parser.add_argument(
+        "--channel-multiple", type=_bounded(int, 1), default=1, metavar="M",
+        help="keep each layer's width a multiple of M >= 1; the budget counts it",
+    )
+    parser.add_argument("--report", metavar="R.json", help="write the report (compaction, budget, metrics)")
+    exports = parser.add_argument_group("export (each artefact is run and compared with Keras)")
+    exports.add_argument("--tflite", metavar="FILE", help="also export the compact model to TFLite")
+    exports.add_argument("--saved-model", metavar="DIR", help="also export a SavedModel")
+    _add_quantize_options(exports)
+    parser.set_defaults(handler=_run_compress)
+
+
+def _training_data(spec, flag, args, default_split):
+    """(x, y) from a .npz, or a batched tf.data pipeline of a tensorflow-datasets dataset."""
+    if spec is None:
+        return None
+    if spec.endswith(".npz"):
+        if not os.path.exists(spec):
+            raise CliError(f"{flag} '{spec}': no such file.")
+        inputs, labels = _load_arrays(spec, flag)
+        if labels is None:
+            raise CliError(f"{flag} '{spec}' needs arrays named x and y (inputs and labels).")
+        return inputs, labels
+    if args.data_dir is None:
+        raise CliError(
+            f"{flag} '{spec}' is not a .npz file, so it names a tensorflow-datasets dataset: "
+            "add --data-dir DIR (nothing is downloaded)."
+        )
+    name, _, split = spec.partition(":")
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise CliError(
+            f"{flag} '{spec}' needs tensorflow-datasets: pip install 'keras-compact[examples]', "
+            "or give a .npz with x and y."
+        ) from None
+    try:
+        dataset = tfds.load(
+            name, split=split or default_split, data_dir=args.data_dir, download=False, as_supervised=True
+        )
+    except Exception as error:  # noqa: BLE001 - tfds raises several kinds for a missing dataset
+        raise CliError(
+            f"{flag} '{spec}' is not prepared in --data-dir '{args.data_dir}' "
+            f"({type(error).__name__}). Prepare it once on a machine with network access: "
+            f"tfds build {name} --data_dir={args.data_dir}"
+        ) from None
+    return dataset.map(lambda x, y: (tf.cast(x, "float32"), y)).batch(args.batch_size)
+
+
+def _run_compress(args):
+    if not args.output.endswith(".keras"):
+        raise CliError(f"OUT must be a .keras file, got '{args.output}'.")
+    if args.params is None and args.macs is None:
+        raise CliError("give the budget: --params F and/or --macs F (a fraction in (0, 1] or a count).")
+    sources = [
+        ("IN.keras", args.input),
+        ("--train-data", args.train_data),
+        ("--validation-data", args.validation_data),
+        ("--representative-data", args.representative_data),
+    ]
+    destinations = [
+        ("OUT.keras", args.output, False),
+        ("--report", args.report, False),
+        ("--tflite", args.tflite, False),
+        ("--saved-model", args.saved_model, True),
+        ("--work-dir", args.work_dir, True),
+    ]
+    _check_destinations([(f, p) for f, p in sources if p and os.path.exists(p)], destinations[:4])
+    if args.work_dir and os.path.isfile(args.work_dir):
+        raise CliError(f"--work-dir '{args.work_dir}' is a file: name a folder.")
+    inputs, labels = _check_export_options(args)
+    train = _training_data(args.train_data, "--train-data", args, "train")
+    validation = _training_data(args.validation_data, "--validation-data", args, "test")
+    model = _load_model(args.input, unsafe=args.unsafe, compile=True)
+    if isinstance(train, tuple):
+        _check_fits(model, train[0], "--train-data", args.train_data)
+    _check_fits(model, inputs, "--representative-data", args.representative_data)
+
+    from keras_compact.compress import compress
+
+    try:
+        result = compress(
+            model,
+            train,
+            params=args.params,
+            macs=args.macs,
+            epochs=args.epochs,
+            finetune_epochs=args.finetune_epochs,
+            validation_data=validation,
+            loss=args.loss,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            channel_multiple=args.channel_multiple,
+            work_dir=args.work_dir,
+            verbose=0 if args.quiet else 1,
+        )
+    except ValueError as error:
+        from keras_compact.compaction import CompactionError
+
+        if isinstance(error, CompactionError):
+            raise
+        raise CliError(f"'{args.input}': {error}") from None
+    for export_report in _write_outputs(args, result.model, result, inputs, labels):
+        print(export_report.summary())
+    print(result.summary(args.input, args.output))
+    return 0
 
 
 def _error(error, status):

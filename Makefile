@@ -29,13 +29,14 @@ test-all: venv
 	$(PY) -m pytest -q tests
 
 # The suite on the keras-nightly build pinned in constraints-next.txt, in its own .venv-next
-# (keras-nightly installs the same `keras` package, so it replaces the release there).
+# (keras-nightly installs the same `keras` package: the release is removed and the nightly
+# force-reinstalled, since both own the same files).
 test-next: pyproject.toml constraints.txt constraints-next.txt
 	test -x $(NEXT_PY) || $(PYTHON) -m venv $(NEXT_VENV)
 	$(NEXT_PY) -m pip install -q --upgrade pip
 	$(NEXT_PY) -m pip install -q -c constraints.txt -e '.[test,export,examples,jax]'
 	$(NEXT_PY) -m pip uninstall -q -y keras
-	$(NEXT_PY) -m pip install -q --no-deps -r constraints-next.txt
+	$(NEXT_PY) -m pip install -q --no-deps --force-reinstall -r constraints-next.txt
 	$(NEXT_PY) -c "import keras; print('keras', keras.version())"
 	$(NEXT_PY) -m pytest -q -m "not slow" tests --ignore=tests/test_examples.py
 

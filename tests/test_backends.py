@@ -35,3 +35,24 @@ def test_jax_backend_trains_kills_neurons_and_compacts():
         assert run["live_conv_after_strength_change"] == 0, name
         assert run["params"][1] < run["params"][0], name
         assert run["max_abs_diff"] <= 1e-5, name
+
+
+def test_keras_distribution_data_and_model_parallel_match_one_device():
+    pytest.importorskip("jax", reason="the `jax` extra is not installed")
+    environment = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+    environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), environment.get("PYTHONPATH", "")])
+    completed = subprocess.run(
+        [sys.executable, os.path.join(HERE, "jax_distribution_case.py")],
+        capture_output=True, text=True, env=environment, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2
+    assert result["dead_fc"] > 0  # the strength change killed neurons
+    assert result["data_parallel"] <= 1e-5
+    assert result["model_parallel"] <= 1e-5

@@ -156,3 +156,26 @@ def test_a_subclassed_model_wrapping_a_functional_backbone_trains_with_no_extra_
     assert [t.layer_name for _, t in optimizer.proximal_targets] == ["conv"]
     kernel = keras.ops.convert_to_numpy(model.backbone.get_layer("conv").kernel)
     assert (~kernel.reshape(-1, 6).any(axis=0)).sum() > 0  # neurons died
+
+
+def test_strength_changes_under_mirrored_strategy_as_on_one_device():
+    import tensorflow as tf
+
+    x, y = data()
+
+    def run(strategy):
+        with strategy.scope():
+            model = convnet(seed=0)
+            optimizer = kc.ProxSGD(0.05, momentum=0.9, penalties=[kc.GroupLasso(0.2)])
+            model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        optimizer.set_strengths([10.0])
+        model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+        return model
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    single = run(tf.distribute.get_strategy())
+    mirrored = run(tf.distribute.MirroredStrategy(devices))
+    for a, b in zip(weights_of(single), weights_of(mirrored)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert live(single, "fc") < 16 and live(mirrored, "fc") == live(single, "fc")

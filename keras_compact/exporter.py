@@ -188,7 +188,13 @@ def exporting(
         )
 
     writer = atomic_directory if format == "saved_model" else atomic_path
-    with writer(path) as artefact:
+    # The intermediate SavedModel and whatever TensorFlow's exporter and
+    # converter put in the temporary folder live in one scratch folder,
+    # removed on the way out: TensorFlow's own temporary folders are left
+    # behind when a signal interrupts it.
+    with writer(path) as artefact, tempfile.TemporaryDirectory(
+        prefix="keras-compact-export-"
+    ) as scratch, _temporary_files_in(scratch):
         if format == "saved_model":
             model.export(artefact, format="tf_saved_model", verbose=False)
             # Keep the loaded object alive: it owns the variables `serve` reads.
@@ -196,13 +202,10 @@ def exporting(
             actual = loaded.serve(samples).numpy()
             size_bytes = _directory_size(artefact)
         else:
-            # The intermediate SavedModel is scratch, not an output: it goes
-            # to the system's temporary folder, removed on the way out.
-            with tempfile.TemporaryDirectory(prefix="keras-compact-export-") as scratch:
-                saved_model_dir = os.path.join(scratch, "saved_model")
-                model.export(saved_model_dir, format="tf_saved_model", verbose=False)
-                with open(artefact, "wb") as f:
-                    f.write(_convert(saved_model_dir, quantize, calibration))
+            saved_model_dir = os.path.join(scratch, "saved_model")
+            model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+            with open(artefact, "wb") as f:
+                f.write(_convert(saved_model_dir, quantize, calibration))
             actual = run_tflite(artefact, samples)
             size_bytes = os.path.getsize(artefact)
         report = _compare(
@@ -210,6 +213,17 @@ def exporting(
         )
         _check(report, rtol)
         yield report
+
+
+@contextlib.contextmanager
+def _temporary_files_in(folder):
+    """Python's default temporary folder is `folder` while the block runs."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
 
 
 def check_destination(path, format, what=None):

@@ -293,11 +293,12 @@ def test_bench_of_a_truncated_keras_model(capsys, model_in, tmp_path):
 
 
 def _nan_model_file(folder):
-    """A model whose output is NaN: compaction keeps it (NaN == NaN when
-    comparing), exports must refuse it."""
+    """A model whose outputs overflow to infinity from finite weights: compaction
+    without verification keeps it, exports must refuse it."""
     model = convnet()
-    kernel, bias = model.get_layer("out").get_weights()
-    model.get_layer("out").set_weights([kernel, np.full_like(bias, np.nan)])
+    for name in ("fc", "out"):
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([np.full_like(kernel, 3e38), bias])
     path = folder / "nan.keras"
     model.save(path)
     return path

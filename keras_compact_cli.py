@@ -359,21 +359,26 @@ def _write_outputs(args, compact_model, report, inputs, labels):
     return reports
 
 
-def _run_compact(args):
+def _outputs(args):
+    """What `_write_outputs` writes, as `_check_destinations` takes them: OUT.keras, the
+    report and the exports."""
     if not args.output.endswith(".keras"):
         raise CliError(f"OUT must be a .keras file, got '{args.output}'.")
-    sources = [
-        ("IN.keras", args.input),
-        ("--sample-data", args.sample_data),
-        ("--representative-data", args.representative_data),
-    ]
-    destinations = [
+    return [
         ("OUT.keras", args.output, False),
         ("--report", args.report, False),
         ("--tflite", args.tflite, False),
         ("--saved-model", args.saved_model, True),
     ]
-    _check_destinations(sources, destinations)
+
+
+def _run_compact(args):
+    sources = [
+        ("IN.keras", args.input),
+        ("--sample-data", args.sample_data),
+        ("--representative-data", args.representative_data),
+    ]
+    _check_destinations(sources, _outputs(args))
     inputs, labels = _check_export_options(args)
     sample_data, _ = _load_arrays(args.sample_data, "--sample-data")
     model = _load_model(args.input, unsafe=args.unsafe)
@@ -602,8 +607,6 @@ def _training_data(spec, flag, args, default_split):
 
 
 def _run_compress(args):
-    if not args.output.endswith(".keras"):
-        raise CliError(f"OUT must be a .keras file, got '{args.output}'.")
     if args.params is None and args.macs is None:
         raise CliError("give the budget: --params F and/or --macs F (a fraction in (0, 1] or a count).")
     sources = [
@@ -612,16 +615,14 @@ def _run_compress(args):
         ("--validation-data", args.validation_data),
         ("--representative-data", args.representative_data),
     ]
-    destinations = [
-        ("OUT.keras", args.output, False),
-        ("--report", args.report, False),
-        ("--tflite", args.tflite, False),
-        ("--saved-model", args.saved_model, True),
-        ("--work-dir", args.work_dir, True),
-    ]
-    _check_destinations([(f, p) for f, p in sources if p and os.path.exists(p)], destinations[:4])
-    if args.work_dir and os.path.isfile(args.work_dir):
-        raise CliError(f"--work-dir '{args.work_dir}' is a file: name a folder.")
+    # A tensorflow-datasets name is no file to protect.
+    _check_destinations([(f, p) for f, p in sources if p and os.path.exists(p)], _outputs(args))
+    if args.work_dir:
+        # Not an output: it is reused on purpose (a rerun resumes from it).
+        try:
+            _files().check_writable(args.work_dir, "--work-dir", folder=True)
+        except OSError as error:
+            raise CliError(str(error)) from None
     inputs, labels = _check_export_options(args)
     train = _training_data(args.train_data, "--train-data", args, "train")
     validation = _training_data(args.validation_data, "--validation-data", args, "test")

@@ -91,7 +91,7 @@ def test_compress_end_to_end_meets_the_budget_and_leaves_the_input_alone(files, 
         (["--params", "0.5", "--train-data", "mnist", "--data-dir", "{tmp}"], r"is not prepared in --data-dir.*tfds build mnist"),
         (["--params", "0.5", "--train-data", "{files}/wrong_shape.npz"], r"--train-data"),
         (["--params", "0.5", "--tflite", "{tmp}"], r"--tflite '.*' is a folder"),
-        (["--params", "0.5", "--work-dir", "{files}/test.npz"], r"--work-dir '.*' is a file"),
+        (["--params", "0.5", "--work-dir", "{files}/test.npz"], r"--work-dir '.*' is an existing file, not a folder"),
     ],
 )
 def test_bad_compress_inputs_are_one_line_errors(files, tmp_path, capsys, arguments, message):

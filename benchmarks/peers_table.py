@@ -1,6 +1,6 @@
 """Markdown table of peer results at a budget (peer_torch_pruning.py, peer_tfmot_budget.py).
 
-One row per (peer, model, budget): the seeds, the median test accuracy with
+One row per (peer, model, epochs, budget): the seeds, the median test accuracy with
 each seed's value, and the medians of parameters, multiply-adds and their
 non-zeros.
 
@@ -22,13 +22,14 @@ def main():
             result = json.load(f)
         for record in result["records"]:
             budget = record["budget"]
-            key = (record["peer"], record["model"], budget["kind"], -budget["fraction"])
+            key = (record["peer"], record["model"], record["epochs"], record["finetune_epochs"],
+                   budget["kind"], -budget["fraction"])
             rows.setdefault(key, []).append(record)
     header = ["peer", "model", "budget", "target", "seeds", "accuracy median (per seed)",
               "params", "non-zero params", "MACs", "non-zero MACs", "epochs + fine-tune"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for (peer, model, kind, fraction), records in sorted(rows.items()):
+    for (peer, model, epochs, finetune_epochs, kind, fraction), records in sorted(rows.items()):
         records.sort(key=lambda r: r["seed"])
 
         def median(field):
@@ -45,7 +46,7 @@ def main():
             + ", ".join(f"{r['accuracy']:.4f}" for r in records) + ")",
             median("parameters"), median("nonzero_parameters"),
             median("multiply_adds"), median("nonzero_multiply_adds"),
-            f"{records[0]['epochs']} + {records[0]['finetune_epochs']}",
+            f"{epochs} + {finetune_epochs}",
         ]
         print("| " + " | ".join(cells) + " |")
 

@@ -32,6 +32,14 @@ ARCHITECTURES = {
     "vgg_small": (models.vgg_small, dict(size=32, channels=3)),
 }
 
+# The size budgets at which keras-compact is compared with its peers: the
+# fraction of the dense network's parameters (LeNet-5) or multiply-adds
+# (vgg_small) that may remain.
+BUDGETS = {
+    "lenet5": [("parameters", f) for f in (0.03, 0.05, 0.10, 0.25)],
+    "vgg_small": [("multiply_adds", f) for f in (0.50, 0.25)],
+}
+
 
 def gzip_bytes(path):
     """Size of `path` gzipped: what unstructured zeros do buy (download size)."""

@@ -90,7 +90,6 @@ def measure(name, args):
         "ratio_to_clone": {name: value / baseline for name, value in medians.items()},
         "max_abs_diff": report.max_abs_diff,
     }
-    del model
     keras.backend.clear_session()
     return result
 

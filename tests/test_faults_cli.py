@@ -8,7 +8,6 @@ concurrent writers, ...) are in test_files.py.
 """
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import keras_compact_cli as cli
 from keras_compact.bench import benchmark, tflite_latency
 from keras_compact.exporter import exporting
 from small_models import convnet
-from test_files import leftovers, read_only_folder, wait_for  # noqa: F401 (a fixture)
+from test_files import leftovers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (10, 10, 1)  # small_models.convnet's input

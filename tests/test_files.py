@@ -49,31 +49,6 @@ def wait_for(path, child, timeout=30):
 
 
 @pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder holding `existing.keras` that no one may write into, root
-    included: a tmpfs mounted read-only there (needs mount privileges), else,
-    for a user other than root, permission bits (which root ignores)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mount = shutil.which("mount")
-    mounted = bool(mount) and subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
-    ).returncode == 0
-    if not mounted and os.geteuid() == 0:
-        pytest.skip("root without mount privileges: no folder can be made read-only for root")
-    (folder / "existing.keras").write_bytes(b"existing model")
-    if mounted:
-        subprocess.run([mount, "-o", "remount,ro", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-    yield folder
-    if mounted:
-        subprocess.run([shutil.which("umount"), str(folder)], check=True)
-    else:
-        folder.chmod(0o755)
-
-
-@pytest.fixture
 def umask():
     """Sets the process umask for one test, and restores it."""
     previous = os.umask(0o022)

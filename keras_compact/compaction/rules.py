@@ -100,6 +100,10 @@ class Rule:
 
     # Whether the layer's own output channels are neurons it can drop.
     produces_neurons = False
+    # Whether `rebuild` writes a channel count into the config (a Reshape's
+    # target shape, a Dropout's noise shape): a shared layer is rebuilt once,
+    # so its calls must keep the same channels, as for a layer with weights.
+    config_counts_channels = False
 
     def check(self, layer, call, analysis):
         """Raise `Barrier` if this call cannot be handled by the rule."""
@@ -155,6 +159,8 @@ class PassThroughRule(Rule):
 
 class IdentityAtInferenceRule(PassThroughRule):
     """Dropout and noise layers: the identity at inference."""
+
+    config_counts_channels = True
 
     def rebuild(self, layer, masks, weights):
         config = layer.get_config()
@@ -246,6 +252,8 @@ class BatchNormalizationRule(PassThroughRule):
 
 class ReshapeRule(PassThroughRule):
     """Reshape that keeps the channel axis last (e.g. (1, 1, C)) or flattens."""
+
+    config_counts_channels = True
 
     def check(self, layer, call, analysis):
         in_shape = analysis.shape(call.inputs[0])

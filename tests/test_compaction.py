@@ -483,3 +483,18 @@ def test_a_shared_reshape_keeps_the_same_channels_at_every_call():
     model = keras.Model(inputs, L.Dense(2, name="out")(x))
     kill(model.get_layer("a"), [1])
     compact_and_check(model, {"a": 3, "b": 3})
+
+
+def test_a_shared_dropout_with_a_noise_shape_keeps_the_same_channels_at_every_call():
+    # The same fix as for the shared Reshape: the rebuilt noise_shape names the
+    # channel count, so a call that kept more channels failed in training
+    # (fine-tuning the compact model), though inference ignores the noise.
+    inputs = keras.Input((2, 2))
+    a = L.Conv1D(3, 1, name="a")(inputs)
+    b = L.Conv1D(3, 1, name="b")(inputs)
+    dropout = L.Dropout(0.3, noise_shape=(None, 1, 3), name="drop")
+    x = L.Concatenate()([dropout(a), dropout(b)])
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    kill(model.get_layer("a"), [1])
+    compact_model, _ = compact_and_check(model, {"a": 3, "b": 3})
+    assert compact_model(inputs_like(model), training=True).shape == (3, 2, 2)

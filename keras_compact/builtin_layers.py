@@ -142,6 +142,8 @@ class PassThroughSpec(LayerSpec):
 class IdentityAtInferenceSpec(PassThroughSpec):
     """Dropout and noise layers: the identity at inference."""
 
+    config_counts_channels = True
+
     def rebuild(self, layer, masks, weights):
         config = layer.get_config()
         noise_shape = config.get("noise_shape")
@@ -228,6 +230,8 @@ class FlattenSpec(PassThroughSpec):
 
 class ReshapeSpec(PassThroughSpec):
     """Reshape that keeps the channel axis last (e.g. (1, 1, C)) or flattens."""
+
+    config_counts_channels = True
 
     def check(self, layer, call, analysis):
         in_shape = analysis.shape(call.inputs[0])

@@ -101,6 +101,10 @@ class LayerSpec:
     # Whether TensorLowRank may act on the layer's kernel (and `factorizations`
     # can split it).
     low_rank = False
+    # Whether `rebuild` writes a channel count into the config (a Reshape's
+    # target shape, a Dropout's noise shape): a shared layer is rebuilt once,
+    # so its calls must keep the same channels, as for a layer with weights.
+    config_counts_channels = False
 
     def __init__(self, why="is not known to the compactor"):
         self.why = why

@@ -474,3 +474,32 @@ def test_channel_multiple_keeps_widths_at_multiples_exactly():
     np.testing.assert_allclose(rounded(x), model(x), atol=1e-5)
     with pytest.raises(ValueError, match="channel_multiple"):
         keras_compact.compact(model, channel_multiple=0)
+
+
+def test_a_shared_reshape_keeps_the_same_channels_at_every_call():
+    # Found while writing the property tests: a Reshape whose target names the
+    # channel count is rebuilt once, from its first call, so every call must
+    # keep the same channels (here 'a' could lose channel 1, 'b' cannot).
+    inputs = keras.Input((2, 2, 2))
+    a = L.Conv2D(3, 1, name="a")(inputs)
+    b = L.Conv2D(3, 1, name="b")(inputs)
+    reshape = L.Reshape((4, 3), name="r")
+    x = L.Concatenate()([reshape(a), reshape(b)])
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    kill(model.get_layer("a"), [1])
+    compact_and_check(model, {"a": 3, "b": 3})
+
+
+def test_a_shared_dropout_with_a_noise_shape_keeps_the_same_channels_at_every_call():
+    # The same fix as for the shared Reshape: the rebuilt noise_shape names the
+    # channel count, so a call that kept more channels failed in training
+    # (fine-tuning the compact model), though inference ignores the noise.
+    inputs = keras.Input((2, 2))
+    a = L.Conv1D(3, 1, name="a")(inputs)
+    b = L.Conv1D(3, 1, name="b")(inputs)
+    dropout = L.Dropout(0.3, noise_shape=(None, 1, 3), name="drop")
+    x = L.Concatenate()([dropout(a), dropout(b)])
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    kill(model.get_layer("a"), [1])
+    compact_model, _ = compact_and_check(model, {"a": 3, "b": 3})
+    assert compact_model(inputs_like(model), training=True).shape == (3, 2, 2)

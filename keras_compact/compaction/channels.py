@@ -146,7 +146,7 @@ class ChannelAnalysis:
             if any(self._width(key) is None for key in call.outputs):
                 raise Barrier("an output has no known channel axis")
             spec.check(call.layer, call, self)
-            self._couple_shared_inputs(call, inputs)
+            self._couple_shared_inputs(call, inputs, spec)
             outputs = spec.propagate(call, inputs, self)
         except Barrier as why:
             self._barrier(call, inputs, str(why))
@@ -158,10 +158,11 @@ class ChannelAnalysis:
             if found is not None:
                 self._check_sink(call, index, source, *found)
 
-    def _couple_shared_inputs(self, call, inputs):
-        # A shared layer's weights are sliced once: the channels it drops must
-        # be the same at every call, so its inputs at each call are coupled.
-        if not getattr(call.layer, "weights", None):
+    def _couple_shared_inputs(self, call, inputs, spec):
+        # A shared layer's weights (or channel counts in its config) are
+        # rebuilt once: the channels it drops must be the same at every call,
+        # so its inputs at each call are coupled.
+        if not (getattr(call.layer, "weights", None) or spec.config_counts_channels):
             return
         for index, source in enumerate(inputs):
             first = self._layer_inputs.setdefault((id(call.layer), index), source.slots)

@@ -137,8 +137,6 @@ def test_compact_model_reproduces_dense_model_and_shrinks_on_disk(tmp_path):
 
 
 def test_export_of_keras_compact_compact_output(tmp_path):
-    if not hasattr(keras_compact, "compact"):
-        pytest.skip("keras_compact.compact is not merged yet (compactor branch)")
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
                               keras.layers.Flatten(), keras.layers.Dense(10)])

@@ -127,7 +127,8 @@ def define_flags(
         "target_params",
         None,
         "A parameter budget (a fraction of the dense net in (0, 1], or a count): "
-        "keras_compact.BudgetController drives the strength to it; --strength sets the start.",
+        "keras_compact.BudgetController drives the strength to it (--strength is then ignored "
+        "but for the ratio between penalties).",
     )
     flags.DEFINE_float("target_macs", None, "A multiply-add budget, the same way (with or without --target_params).")
     flags.DEFINE_string(

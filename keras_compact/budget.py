@@ -35,7 +35,8 @@ meets the budget, and `landed_at_end` in the log says to fine-tune it
 
 Progress goes into `logs` each epoch (so the progress bar, `History` and
 `TensorBoard` show it): `budget/strength` (the first penalty's), and
-`budget/params` and `budget/macs` as fractions of the dense model.
+`budget/params` and `budget/macs` as fractions of the dense model, as projected
+at the last check (after the landing, the final size).
 """
 
 import math
@@ -51,7 +52,7 @@ from keras_compact.optimizers.proximal import proximal_optimizer_of
 from keras_compact.registry import has_neurons
 
 # Removed groups the landing tries to put back (one projection each).
-_REFINE = 64
+_REFINE = 16
 # A projection under this fraction of the budget at a check is an overshoot.
 _OVERSHOOT = 0.9
 
@@ -164,7 +165,7 @@ class BudgetController(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps") or 100
         self._total_steps = max(1, steps * (self.params or {}).get("epochs", 1))
         self._check_every = int(self.check_every or max(1, steps // 4))
-        self._snapshot, self._last_size = None, None
+        self._last_size, self._quiet = None, 0
         # The optimizer's counter, not the callback's: BackupAndRestore restores it.
         self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
         strengths = [self._strength(v) for v in optimizer.strength_variables]
@@ -181,12 +182,15 @@ class BudgetController(keras.callbacks.Callback):
             )
         if not self.landed and not self._step:
             optimizer.set_strengths(self._starting_strengths(strengths))
+        self._size = self._project()  # what the logs report until the next check
+        # A first check that finds a burst rolls back to these weights.
+        self._snapshot = None if self.landed else self.model.get_weights()
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
         if self.landed or self._step % self._check_every:
             return
-        size = self._project()
+        size = self._size = self._project()
         self.history.append((self._step, self._strength(), *size))
         progress = min(1.0, self._step / (self.reach_by * self._total_steps))
         if self._excess(size) < _OVERSHOOT and self._snapshot is not None:
@@ -204,7 +208,11 @@ class BudgetController(keras.callbacks.Callback):
         path = (1 / self._excess(self._dense)) ** progress
         above = self._excess(size) / self._excess(self._dense) > path
         dying = self._last_size is not None and self._excess(size) < self._excess(self._last_size)
-        factor = 1 / self.growth if not above else (1.0 if dying else self.growth)
+        # Quiet checks in a row (above the path, nothing dying) speed the rise up,
+        # up to growth**4 a check: a short run must reach the killing strength in
+        # time; a burst it causes is rolled back.
+        self._quiet = self._quiet + 1 if above and not dying else 0
+        factor = 1 / self.growth if not above else (1.0 if dying else self.growth ** min(self._quiet, 4))
         self._optimizer.set_strengths([self._strength(v) * factor for v in self._optimizer.strength_variables])
         self._last_size = size
         self._snapshot = self.model.get_weights()
@@ -212,7 +220,7 @@ class BudgetController(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        params, macs = self._project()
+        params, macs = self._size  # the last check's (or the landing's) projection
         logs["budget/strength"] = self._strength()
         logs["budget/params"] = params / self._dense[0]
         logs["budget/macs"] = macs / self._dense[1] if self._dense[1] else 0.0
@@ -233,8 +241,13 @@ class BudgetController(keras.callbacks.Callback):
         the median group's norm by `reach_by`: small enough to let the data decide which
         neurons die, large enough that the path is followed from the first checks.
         The penalties' own strengths give the ratios between them."""
+        # A weighted group's threshold is strength * its weight (sqrt of its size).
         norms = np.concatenate(
-            [np.sqrt(_group_squares(t)[0]) for _, t in self._optimizer.proximal_targets if t.neuron_groups]
+            [
+                np.sqrt(_group_squares(t)) / (1.0 if t.group_weights is None else np.asarray(t.group_weights))
+                for _, t in self._optimizer.proximal_targets
+                if t.neuron_groups
+            ]
         )
         learning_rate = float(keras.ops.convert_to_numpy(self._optimizer.learning_rate))
         start = 0.1 * float(np.median(norms)) / max(learning_rate * self.reach_by * self._total_steps, 1e-12)
@@ -257,7 +270,7 @@ class BudgetController(keras.callbacks.Callback):
         optimizer.freeze_dead_neurons()
         optimizer.set_strengths([0.0] * len(optimizer.penalties))
         self.landed = True
-        params, macs = self._project()
+        params, macs = self._size = self._project()
         if self.verbose:
             print(
                 f"BudgetController: landed at step {self._step}: {params:,} parameters "
@@ -286,17 +299,17 @@ class BudgetController(keras.callbacks.Callback):
             if target is None:
                 blocked.update(roots.tolist())  # a neuron nothing may zero keeps its group alive
                 continue
-            squares, size = _group_squares(target)
+            # Each neuron's norm relative to the median live neuron of its layer:
+            # layers differ in scale (a wide layer's weights are small), and an
+            # absolute ranking empties whole layers of an untrained-looking net.
+            norms_here = np.sqrt(_group_squares(target))
+            live = norms_here[norms_here > 0]
+            scale = float(np.median(live)) if live.size else 1.0
             for index, root in enumerate(roots.tolist()):
                 members.setdefault(root, []).append((layer.name, index))
-                norm, count = norms.get(root, (0.0, 0))
-                norms[root] = (norm + squares[index], count + size)
-        # Weakest by the norm per weight (the weighted group lasso's measure): a
-        # raw norm would always call a 3x3 filter weaker than a dense column.
-        order = sorted(
-            (root for root in members if root not in blocked and norms[root][0] > 0),
-            key=lambda root: norms[root][0] / norms[root][1],
-        )
+                # A coupled group is as strong as its strongest member.
+                norms[root] = max(norms.get(root, 0.0), norms_here[index] / scale)
+        order = sorted((root for root in members if root not in blocked and norms[root] > 0), key=norms.get)
         return [members[root] for root in order]
 
     def _fit_to_budget(self, candidates):
@@ -363,12 +376,12 @@ def _dense_size(model):
 
 
 def _group_squares(target):
-    """(squared l2 norm of each neuron's whole group in `target`, the group's size)."""
+    """Squared l2 norm of each neuron's whole group in `target`."""
     total = np.zeros(target.num_neurons)
     for member in target.members:
         value = keras.ops.convert_to_numpy(member.variable).reshape(member.pre, member.n, member.post)
         total += np.square(value.astype("float64")).sum(axis=(0, 2))
-    return total, sum(m.pre * m.post for m in target.members)
+    return total
 
 
 def _by_layer(groups):

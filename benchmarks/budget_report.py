@@ -1,0 +1,239 @@
+"""Tables and the plot of the budget comparison: keras-compact's budget runs and
+fixed-strength sweep (bench_budget.py) beside Torch-Pruning and TFMOT
+(peer_torch_pruning.py, peer_tfmot_budget.py).
+
+    python benchmarks/budget_report.py benchmarks/results/*.json \\
+        --plot benchmarks/budget_accuracy_vs_params.png
+
+Prints markdown: per budget, keras-compact's budget runs (medians of seeds,
+each seed's accuracy), (a) the best fixed-strength sweep point of the same
+size, (b) Torch-Pruning, (c) TFMOT, and the targets; then the controller's
+cost. Only records of the same schedule (--epochs + --finetune_epochs) are
+compared; other schedules in the files are skipped and listed.
+
+"Of the same size" for the sweep: the strengths whose median compact size
+(over the seeds run) is within [0.9, 1.0] x the budget, best median accuracy
+among them; if none is, the largest at or under the budget. A strength's
+point is the median of its seeds' sizes and accuracies.
+"""
+
+import argparse
+import json
+import statistics
+
+from keras_compact.files import atomic_path
+
+SCHEDULES = {"lenet5": (10, 5), "vgg_small": (4, 2)}
+SIZE_FIELD = {"parameters": "parameters", "multiply_adds": "multiply_adds"}
+BAND = (0.9, 1.0)
+# Targets of the issue: accuracy within this many points of the best fixed strength.
+FIXED_SLACK = 0.003
+COST_TARGET = 0.02
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="JSON files of bench_budget.py and the peers")
+    parser.add_argument("--plot", default=None, help="PNG: LeNet-5 test accuracy against parameters")
+    args = parser.parse_args()
+    records, skipped = load(args.results)
+    for line in skipped:
+        print(f"<!-- skipped: {line} -->")
+    for model in ("lenet5", "vgg_small"):
+        print(budget_table(model, records))
+    print(sweep_table(records))
+    print(cost_table(records))
+    if args.plot:
+        plot(records, args.plot)
+
+
+def load(paths):
+    """Records by source ("ours", "fixed", "torch_pruning", "tfmot"), on the compared schedules."""
+    records, skipped = {"ours": [], "fixed": [], "torch_pruning": [], "tfmot": []}, []
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        for record in result.get("records", []):
+            schedule = (record["epochs"], record["finetune_epochs"])
+            if SCHEDULES.get(record["model"]) != schedule:
+                skipped.append(f"{path}: {record['model']} {schedule[0]} + {schedule[1]} epochs")
+                continue
+            if "peer" in record:
+                records[record["peer"]].append(record)
+            else:
+                records["ours" if record["method"] == "budget" else "fixed"].append(record)
+    return records, sorted(set(skipped))
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def at_budget(records, model, kind, fraction):
+    return sorted((r for r in records if r["model"] == model and r["budget"]["kind"] == kind
+                   and r["budget"]["fraction"] == fraction), key=lambda r: r["seed"])
+
+
+def sweep_points(records, model):
+    """One point per strength: medians over its seeds."""
+    by_strength = {}
+    for record in records:
+        if record["model"] == model:
+            by_strength.setdefault(record["strength"], []).append(record)
+    points = []
+    for strength, runs in sorted(by_strength.items()):
+        runs.sort(key=lambda r: r["seed"])
+        points.append(dict(
+            strength=strength, seeds=[r["seed"] for r in runs],
+            parameters=median([r["parameters"] for r in runs]),
+            multiply_adds=median([r["multiply_adds"] for r in runs]),
+            parameters_fraction=median([r["parameters_fraction"] for r in runs]),
+            multiply_adds_fraction=median([r["multiply_adds_fraction"] for r in runs]),
+            accuracy=median([r["accuracy"] for r in runs]),
+            accuracies=[r["accuracy"] for r in runs],
+        ))
+    return points
+
+
+def same_size(points, kind, fraction):
+    """The best sweep point of the same size (module docstring), and how it was chosen."""
+    field = f"{kind}_fraction"
+    inside = [p for p in points if BAND[0] * fraction <= p[field] <= BAND[1] * fraction]
+    if inside:
+        return max(inside, key=lambda p: p["accuracy"]), "in band"
+    under = [p for p in points if p[field] <= fraction]
+    if under:
+        return max(under, key=lambda p: p[field]), "nearest under"
+    return None, "none under"
+
+
+def accuracies(runs):
+    return f"{median([r['accuracy'] for r in runs]):.4f} (" + ", ".join(
+        f"{r['accuracy']:.4f}" for r in runs) + ")"
+
+
+def budget_table(model, records):
+    ours_model = [r for r in records["ours"] if r["model"] == model]
+    if not ours_model:
+        return f"\nNo keras-compact budget runs of {model}.\n"
+    kind = ours_model[0]["budget"]["kind"]
+    short = "params" if kind == "parameters" else "MACs"
+    points = sweep_points(records["fixed"], model)
+    lines = [
+        f"\n#### {model}: {short} budgets, {SCHEDULES[model][0]} + {SCHEDULES[model][1]} epochs\n",
+        f"| budget | keras-compact: seeds | {short} reached (median; per seed / budget) | in [0.9, 1.0] "
+        "| params | MACs | acc. before fine-tune | **accuracy** median (per seed) "
+        "| (a) best fixed strength of the same size | (b) Torch-Pruning | (c) TFMOT (non-zeros) "
+        "| acc. >= (a) - 0.3 pt | acc. >= (b) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fraction in sorted({r["budget"]["fraction"] for r in ours_model}, reverse=True):
+        ours = at_budget(ours_model, model, kind, fraction)
+        ours_accuracy = median([r["accuracy"] for r in ours])
+        size = SIZE_FIELD[kind]
+        reached = ", ".join(f"{r['reached_over_budget']:.3f}" for r in ours)
+        fixed, how = same_size(points, kind, fraction)
+        if fixed:
+            fixed_cell = (f"s={fixed['strength']:g} ({how}, seeds {','.join(map(str, fixed['seeds']))}): "
+                          f"{fixed[f'{kind}_fraction']:.2%} {short}, {fixed['accuracy']:.4f}")
+            fixed_met = "yes" if ours_accuracy >= fixed["accuracy"] - FIXED_SLACK else "**no**"
+        else:
+            fixed_cell, fixed_met = "no sweep point at or under", "-"
+        torch = at_budget(records["torch_pruning"], model, kind, fraction)
+        tfmot = at_budget(records["tfmot"], model, kind, fraction)
+        torch_cell = (f"{median([r[size] for r in torch]):,.0f} {short}, {accuracies(torch)}"
+                      if torch else "-")
+        tfmot_cell = (f"{median([r['nonzero_' + size] for r in tfmot]):,.0f} non-zero {short}, "
+                      f"{accuracies(tfmot)}" if tfmot else "-")
+        torch_met = ("-" if not torch else "yes" if ours_accuracy >= median(
+            [r["accuracy"] for r in torch]) else "**no**")
+        lines.append(
+            f"| {fraction:.0%} | {','.join(str(r['seed']) for r in ours)} "
+            f"| {median([r[f'{kind}_fraction'] for r in ours]):.2%} ({reached}) "
+            f"| {sum(r['in_band'] for r in ours)}/{len(ours)} "
+            f"| {median([r['parameters'] for r in ours]):,.0f} "
+            f"| {median([r['multiply_adds'] for r in ours]):,.0f} "
+            f"| {median([r['accuracy_before_finetune'] for r in ours]):.4f} "
+            f"| **{accuracies(ours)}** | {fixed_cell} | {torch_cell} | {tfmot_cell} "
+            f"| {fixed_met} | {torch_met} |"
+        )
+    with_tflite = [r for r in ours_model if "tflite" in r]
+    if with_tflite:
+        lines += ["", "| budget | seed | widths | float32 .tflite | latency (batch 1, 1 thread, median) "
+                  "| landed at end | wall s |", "|---|---|---|---|---|---|---|"]
+        for r in sorted(with_tflite, key=lambda r: (-r["budget"]["fraction"], r["seed"])):
+            lines.append(
+                f"| {r['budget']['fraction']:.0%} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
+                f"| {r['tflite']['bytes'] / 1024:,.0f} KiB | {r['tflite']['latency_ms_median']:.3f} ms "
+                f"| {r['landed_at_end']} | {r['wall_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_table(records):
+    lines = ["\n#### Fixed-strength sweep (no controller)\n",
+             "| model | strength | seeds | params (median) | % of dense | MACs | accuracy median (per seed) |",
+             "|---|---|---|---|---|---|---|"]
+    for model in SCHEDULES:
+        for p in sweep_points(records["fixed"], model):
+            lines.append(
+                f"| {model} | {p['strength']:g} | {','.join(map(str, p['seeds']))} "
+                f"| {p['parameters']:,.0f} | {p['parameters_fraction']:.2%} | {p['multiply_adds']:,.0f} "
+                f"| {p['accuracy']:.4f} (" + ", ".join(f"{a:.4f}" for a in p["accuracies"]) + ") |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(records):
+    lines = ["\n#### The controller's own cost (time in its hooks / `fit` time, same process)\n",
+             "| model | runs | median share of fit | max | projections per run (median) "
+             "| median s per projection | median fit s | target <= 2% |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in SCHEDULES:
+        runs = [r for r in records["ours"] if r["model"] == model]
+        if not runs:
+            continue
+        shares = [r["controller_cost"]["fraction_of_fit"] for r in runs]
+        share = median(shares)
+        lines.append(
+            f"| {model} | {len(runs)} | {share:.2%} | {max(shares):.2%} "
+            f"| {median([r['controller_cost']['projections'] for r in runs]):.0f} "
+            f"| {median([r['controller_cost']['projection_seconds_median'] for r in runs]):.4f} "
+            f"| {median([r['controller_cost']['fit_seconds'] for r in runs]):.0f} "
+            f"| {'met' if share <= COST_TARGET else '**missed**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records, path):
+    """LeNet-5: test accuracy against parameters (log x), every run one point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    series = [
+        ("keras-compact, BudgetController", records["ours"], "parameters", "o", "tab:blue"),
+        ("keras-compact, fixed strength (sweep)", records["fixed"], "parameters", "x", "tab:cyan"),
+        ("Torch-Pruning 1.6.1 (group_sl)", records["torch_pruning"], "parameters", "s", "tab:red"),
+        ("TFMOT 0.8.1 (non-zero parameters)", records["tfmot"], "nonzero_parameters", "^", "tab:green"),
+    ]
+    for label, runs, field, marker, color in series:
+        runs = [r for r in runs if r["model"] == "lenet5"]
+        if runs:
+            axes.scatter([r[field] for r in runs], [100 * r["accuracy"] for r in runs],
+                         label=label, marker=marker, color=color, alpha=0.8)
+    dense = 431_080
+    for fraction in (0.03, 0.05, 0.10, 0.25):
+        axes.axvline(fraction * dense, color="grey", linewidth=0.6, linestyle=":")
+    axes.set_xscale("log")
+    axes.set_xlabel("parameters of the compact net (TFMOT: non-zeros in dense tensors)")
+    axes.set_ylabel("test accuracy after fine-tuning (%)")
+    axes.set_title("LeNet-5, mnist5k, 10 + 5 epochs: budgets 3/5/10/25% (dotted)")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

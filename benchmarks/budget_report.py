@@ -29,6 +29,8 @@ BAND = (0.9, 1.0)
 # Targets of the issue: accuracy within this many points of the best fixed strength.
 FIXED_SLACK = 0.003
 COST_TARGET = 0.02
+# 4,000 training digits in batches of 64.
+STEPS_PER_EPOCH = 63
 
 
 def main():
@@ -48,8 +50,11 @@ def main():
 
 
 def load(paths):
-    """Records by source ("ours", "fixed", "torch_pruning", "tfmot"), on the compared schedules."""
-    records, skipped = {"ours": [], "fixed": [], "torch_pruning": [], "tfmot": []}, []
+    """Records by source, on the compared schedules: "ours" (BudgetController, the
+    examples' weighted groups), "ours_unweighted" (the README's GroupLasso(1e-4)),
+    "fixed" (the weighted sweep), "torch_pruning", "tfmot"."""
+    records, skipped = {key: [] for key in ("ours", "ours_unweighted", "fixed", "torch_pruning",
+                                            "tfmot")}, []
     for path in paths:
         with open(path) as f:
             result = json.load(f)
@@ -61,7 +66,13 @@ def load(paths):
             if "peer" in record:
                 records[record["peer"]].append(record)
             else:
-                records["ours" if record["method"] == "budget" else "fixed"].append(record)
+                weighted = record.get("weighted_groups", True)  # the first runs predate the flag
+                if record["method"] == "budget":
+                    records["ours" if weighted else "ours_unweighted"].append(record)
+                elif weighted:
+                    records["fixed"].append(record)
+                else:
+                    skipped.append(f"{path}: a fixed strength with unweighted groups")
     return records, sorted(set(skipped))
 
 
@@ -113,60 +124,79 @@ def accuracies(runs):
 
 
 def budget_table(model, records):
-    ours_model = [r for r in records["ours"] if r["model"] == model]
+    ours_model = [r for r in records["ours"] + records["ours_unweighted"] if r["model"] == model]
     if not ours_model:
         return f"\nNo keras-compact budget runs of {model}.\n"
     kind = ours_model[0]["budget"]["kind"]
     short = "params" if kind == "parameters" else "MACs"
+    size = SIZE_FIELD[kind]
     points = sweep_points(records["fixed"], model)
     lines = [
         f"\n#### {model}: {short} budgets, {SCHEDULES[model][0]} + {SCHEDULES[model][1]} epochs\n",
-        f"| budget | keras-compact: seeds | {short} reached (median; per seed / budget) | in [0.9, 1.0] "
-        "| params | MACs | acc. before fine-tune | **accuracy** median (per seed) "
+        f"| budget | keras-compact groups | seeds | {short} reached (median; per seed / budget) "
+        "| in [0.9, 1.0] | params | MACs | acc. before fine-tune | **accuracy** median (per seed) "
         "| (a) best fixed strength of the same size | (b) Torch-Pruning | (c) TFMOT (non-zeros) "
         "| acc. >= (a) - 0.3 pt | acc. >= (b) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fraction in sorted({r["budget"]["fraction"] for r in ours_model}, reverse=True):
-        ours = at_budget(ours_model, model, kind, fraction)
-        ours_accuracy = median([r["accuracy"] for r in ours])
-        size = SIZE_FIELD[kind]
-        reached = ", ".join(f"{r['reached_over_budget']:.3f}" for r in ours)
         fixed, how = same_size(points, kind, fraction)
         if fixed:
             fixed_cell = (f"s={fixed['strength']:g} ({how}, seeds {','.join(map(str, fixed['seeds']))}): "
                           f"{fixed[f'{kind}_fraction']:.2%} {short}, {fixed['accuracy']:.4f}")
-            fixed_met = "yes" if ours_accuracy >= fixed["accuracy"] - FIXED_SLACK else "**no**"
         else:
-            fixed_cell, fixed_met = "no sweep point at or under", "-"
+            fixed_cell = "no sweep point"
         torch = at_budget(records["torch_pruning"], model, kind, fraction)
         tfmot = at_budget(records["tfmot"], model, kind, fraction)
         torch_cell = (f"{median([r[size] for r in torch]):,.0f} {short}, {accuracies(torch)}"
                       if torch else "-")
         tfmot_cell = (f"{median([r['nonzero_' + size] for r in tfmot]):,.0f} non-zero {short}, "
                       f"{accuracies(tfmot)}" if tfmot else "-")
-        torch_met = ("-" if not torch else "yes" if ours_accuracy >= median(
-            [r["accuracy"] for r in torch]) else "**no**")
-        lines.append(
-            f"| {fraction:.0%} | {','.join(str(r['seed']) for r in ours)} "
-            f"| {median([r[f'{kind}_fraction'] for r in ours]):.2%} ({reached}) "
-            f"| {sum(r['in_band'] for r in ours)}/{len(ours)} "
-            f"| {median([r['parameters'] for r in ours]):,.0f} "
-            f"| {median([r['multiply_adds'] for r in ours]):,.0f} "
-            f"| {median([r['accuracy_before_finetune'] for r in ours]):.4f} "
-            f"| **{accuracies(ours)}** | {fixed_cell} | {torch_cell} | {tfmot_cell} "
-            f"| {fixed_met} | {torch_met} |"
-        )
+        for source, groups in (("ours", "weighted"), ("ours_unweighted", "unweighted")):
+            ours = at_budget(records[source], model, kind, fraction)
+            if not ours:
+                continue
+            ours_accuracy = median([r["accuracy"] for r in ours])
+            fixed_met = "-" if not fixed else (
+                "yes" if ours_accuracy >= fixed["accuracy"] - FIXED_SLACK else "**no**")
+            torch_met = "-" if not torch else (
+                "yes" if ours_accuracy >= median([r["accuracy"] for r in torch]) else "**no**")
+            reached = ", ".join(f"{r['reached_over_budget']:.3f}" for r in ours)
+            lines.append(
+                f"| {fraction:.0%} | {groups} | {','.join(str(r['seed']) for r in ours)} "
+                f"| {median([r[f'{kind}_fraction'] for r in ours]):.2%} ({reached}) "
+                f"| {sum(r['in_band'] for r in ours)}/{len(ours)} "
+                f"| {median([r['parameters'] for r in ours]):,.0f} "
+                f"| {median([r['multiply_adds'] for r in ours]):,.0f} "
+                f"| {median([r['accuracy_before_finetune'] for r in ours]):.4f} "
+                f"| **{accuracies(ours)}** | {fixed_cell} | {torch_cell} | {tfmot_cell} "
+                f"| {fixed_met} | {torch_met} |"
+            )
     with_tflite = [r for r in ours_model if "tflite" in r]
     if with_tflite:
-        lines += ["", "| budget | seed | widths | float32 .tflite | latency (batch 1, 1 thread, median) "
-                  "| landed at end | wall s |", "|---|---|---|---|---|---|---|"]
-        for r in sorted(with_tflite, key=lambda r: (-r["budget"]["fraction"], r["seed"])):
+        lines += ["", "| budget | groups | seed | widths | float32 .tflite "
+                  "| latency (batch 1, 1 thread, median) | landed at step (of) | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(with_tflite, key=lambda r: (-r["budget"]["fraction"],
+                                                    not r.get("weighted_groups", True), r["seed"])):
             lines.append(
-                f"| {r['budget']['fraction']:.0%} | {r['seed']} | {'-'.join(map(str, r['widths']))} "
+                f"| {r['budget']['fraction']:.0%} | {groups_of(r)} | {r['seed']} "
+                f"| {'-'.join(map(str, r['widths']))} "
                 f"| {r['tflite']['bytes'] / 1024:,.0f} KiB | {r['tflite']['latency_ms_median']:.3f} ms "
-                f"| {r['landed_at_end']} | {r['wall_seconds']:.0f} |")
+                f"| {landing(r)} | {r['wall_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def groups_of(record):
+    return "weighted" if record.get("weighted_groups", True) else "unweighted"
+
+
+def landing(record):
+    """The step of the controller's last check (where it landed) and the steps of `fit`."""
+    steps = record["epochs"] * STEPS_PER_EPOCH
+    if record["landed_at_end"]:
+        return f"end ({steps})"
+    return f"{record['history'][-1][0]} ({steps})"
 
 
 def sweep_table(records):
@@ -183,22 +213,40 @@ def sweep_table(records):
 
 
 def cost_table(records):
-    lines = ["\n#### The controller's own cost (time in its hooks / `fit` time, same process)\n",
-             "| model | runs | median share of fit | max | projections per run (median) "
-             "| median s per projection | median fit s | target <= 2% |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["\n#### The controller's own cost (seconds in its hooks / seconds of `fit`, same process)\n",
+             "| model | groups | runs | all hooks: median share of fit (max) "
+             "| checks (batch-end hook less the landing) | epoch-end logs | start s | landing s "
+             "| checks per run | projections per run | median ms per projection | median fit s "
+             "| target <= 2% |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in SCHEDULES:
-        runs = [r for r in records["ours"] if r["model"] == model]
-        if not runs:
-            continue
-        shares = [r["controller_cost"]["fraction_of_fit"] for r in runs]
-        share = median(shares)
-        lines.append(
-            f"| {model} | {len(runs)} | {share:.2%} | {max(shares):.2%} "
-            f"| {median([r['controller_cost']['projections'] for r in runs]):.0f} "
-            f"| {median([r['controller_cost']['projection_seconds_median'] for r in runs]):.4f} "
-            f"| {median([r['controller_cost']['fit_seconds'] for r in runs]):.0f} "
-            f"| {'met' if share <= COST_TARGET else '**missed**'} |")
+        for source in ("ours", "ours_unweighted"):
+            runs = [r for r in records[source] if r["model"] == model]
+            if not runs:
+                continue
+            costs = [r["controller_cost"] for r in runs]
+            shares = [c["fraction_of_fit"] for c in costs]
+            # Hooks and the landing are timed apart only by the runs made after that was added.
+            timed = [c for c in costs if "landing_seconds" in c]
+
+            def share(part):
+                return f"{median([part(c) / c['fit_seconds'] for c in timed]):.2%}" if timed else "-"
+
+            def seconds(part):
+                return f"{median([part(c) for c in timed]):.2f}" if timed else "-"
+
+            lines.append(
+                f"| {model} | {groups_of(runs[0])} | {len(runs)} "
+                f"| {median(shares):.2%} ({max(shares):.2%}) "
+                f"| {share(lambda c: c['hook_seconds']['on_train_batch_end'] - c['landing_seconds'])} "
+                f"| {share(lambda c: c['hook_seconds']['on_epoch_end'])} "
+                f"| {seconds(lambda c: c['hook_seconds']['on_train_begin'])} "
+                f"| {seconds(lambda c: c['landing_seconds'])} "
+                f"| {median([len(r['history']) for r in runs]):.0f} "
+                f"| {median([c['projections'] for c in costs]):.0f} "
+                f"| {1000 * median([c['projection_seconds_median'] for c in costs]):.0f} "
+                f"| {median([c['fit_seconds'] for c in costs]):.0f} "
+                f"| {'met' if median(shares) <= COST_TARGET else '**missed**'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +259,10 @@ def plot(records, path):
 
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     series = [
-        ("keras-compact, BudgetController", records["ours"], "parameters", "o", "tab:blue"),
+        ("keras-compact, BudgetController (weighted groups)", records["ours"], "parameters", "o",
+         "tab:blue"),
+        ("keras-compact, BudgetController (unweighted)", records["ours_unweighted"], "parameters", "D",
+         "tab:purple"),
         ("keras-compact, fixed strength (sweep)", records["fixed"], "parameters", "x", "tab:cyan"),
         ("Torch-Pruning 1.6.1 (group_sl)", records["torch_pruning"], "parameters", "s", "tab:red"),
         ("TFMOT 0.8.1 (non-zero parameters)", records["tfmot"], "nonzero_parameters", "^", "tab:green"),

@@ -13,9 +13,11 @@ from scratch (seeded Glorot-uniform init), SGD lr 0.01, momentum 0.9, batch 64,
 --epochs of training, then `keras_compact.compact`, then --finetune_epochs of
 plain SGD on the compact model at the same lr 0.01 (the peers' fine-tuning lr;
 the examples use lr * finetune_lr_scale instead). The training is ProxSGD with
-a weighted GroupLasso on every hidden layer and either
+a GroupLasso on every hidden layer, its groups weighted by sqrt(size) as in the
+examples (--no-weighted_groups: unweighted, as in the README's quick start),
+and either
 
-- a `BudgetController` per budget of benchmarks/_common.py's BUDGETS
+- a `BudgetController` per budget of BUDGETS below, the peers' budgets
   (LeNet-5: 3/5/10/25% of the parameters; vgg_small: 50/25% of the MACs), or
 - with --strengths, each fixed strength and no controller (the sweep the
   budget runs are compared with: what an expert tuning the strength gets).
@@ -28,7 +30,9 @@ seconds spent in its hooks (each projection timed) against the seconds of
 `fit`, measured in this process. vgg_small records also have the compact
 model's float32 TFLite size and its median latency (batch 1, 1 thread,
 keras_compact.bench.tflite_latency). No run is started after --time_limit
-seconds; the JSON is rewritten after every record.
+seconds; the JSON is rewritten after every record. With its defaults (both
+models, 3 seeds; what `make bench` runs) it took about 40 minutes of
+wall time here (2 shared CPU cores). benchmarks/budget_report.py makes the tables and the plot.
 """
 
 import argparse
@@ -79,6 +83,8 @@ def main():
                         help="training epochs (default: 10 for lenet5, 4 for vgg_small)")
     parser.add_argument("--finetune_epochs", type=int, default=None,
                         help="fine-tuning epochs (default: 5 for lenet5, 2 for vgg_small)")
+    parser.add_argument("--weighted_groups", action=argparse.BooleanOptionalAction, default=True,
+                        help="GroupLasso(weighted=...): groups weighted by sqrt(size), the examples' choice")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads")
     parser.add_argument("--time_limit", type=float, default=3600,
                         help="seconds; no run is started after it")
@@ -102,7 +108,7 @@ def main():
         versions=dict(keras=keras.__version__, tensorflow=tf.__version__),
         settings=dict(lr=LEARNING_RATE, momentum=MOMENTUM, batch=BATCH,
                       finetune="plain SGD, lr 0.01, momentum 0.9", threads=args.threads,
-                      penalty="GroupLasso(weighted=True) on every hidden layer"),
+                      penalty=f"GroupLasso(weighted={args.weighted_groups}) on every hidden layer"),
         stopped=None, records=[], not_run=[],
     )
     data = {}
@@ -117,7 +123,7 @@ def main():
         epochs = args.epochs or {"lenet5": 10, "vgg_small": 4}[name]
         finetune = args.finetune_epochs if args.finetune_epochs is not None else {
             "lenet5": 5, "vgg_small": 2}[name]
-        record = run(name, seed, budget, strength, data[name], epochs, finetune)
+        record = run(name, seed, budget, strength, data[name], epochs, finetune, args.weighted_groups)
         result["records"].append(record)
         result["wall_seconds"] = round(time.time() - started, 1)
         write_json(args.out, result)
@@ -127,7 +133,7 @@ def main():
     write_json(args.out, result)
 
 
-def run(name, seed, budget, strength, data, epochs, finetune_epochs):
+def run(name, seed, budget, strength, data, epochs, finetune_epochs, weighted):
     run_started = time.time()
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
@@ -136,7 +142,7 @@ def run(name, seed, budget, strength, data, epochs, finetune_epochs):
     dense_macs = int(multiply_adds(model))
     # A budget run's start strength is the controller's (only the penalties'
     # ratios are read); a sweep run's is the strength given.
-    penalty = keras_compact.GroupLasso(strength if strength is not None else 1e-4, weighted=True)
+    penalty = keras_compact.GroupLasso(strength if strength is not None else 1e-4, weighted=weighted)
     model.compile(
         optimizer=keras_compact.ProxSGD(LEARNING_RATE, momentum=MOMENTUM, penalties=[penalty]),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -171,6 +177,7 @@ def run(name, seed, budget, strength, data, epochs, finetune_epochs):
     record = dict(
         tool="keras-compact", method="budget" if budget else "fixed strength",
         model=name, seed=seed, epochs=epochs, finetune_epochs=finetune_epochs,
+        weighted_groups=weighted,
         dense=dict(parameters=dense_params, multiply_adds=dense_macs),
         parameters=int(report.params_after), multiply_adds=int(report.macs_after),
         parameters_fraction=report.params_after / dense_params,

@@ -3,7 +3,7 @@ fixed-strength sweep (bench_budget.py) beside Torch-Pruning and TFMOT
 (peer_torch_pruning.py, peer_tfmot_budget.py).
 
     python benchmarks/budget_report.py benchmarks/results/*.json \\
-        --plot benchmarks/budget_accuracy_vs_params.png
+        --plot benchmarks/budget_lenet5.png
 
 Prints markdown: per budget, keras-compact's budget runs (medians of seeds,
 each seed's accuracy), (a) the best fixed-strength sweep point of the same
@@ -11,6 +11,7 @@ size, (b) Torch-Pruning, (c) TFMOT, and the targets; then the controller's
 cost. Only records of the same schedule (--epochs + --finetune_epochs) are
 compared; other schedules in the files are skipped and listed.
 
+(a) comes from the sweep of the same penalty (weighted or unweighted groups).
 "Of the same size" for the sweep: the strengths whose median compact size
 (over the seeds run) is within [0.9, 1.0] x the budget, best median accuracy
 among them; if none is, the largest at or under the budget. A strength's
@@ -52,9 +53,9 @@ def main():
 def load(paths):
     """Records by source, on the compared schedules: "ours" (BudgetController, the
     examples' weighted groups), "ours_unweighted" (the README's GroupLasso(1e-4)),
-    "fixed" (the weighted sweep), "torch_pruning", "tfmot"."""
-    records, skipped = {key: [] for key in ("ours", "ours_unweighted", "fixed", "torch_pruning",
-                                            "tfmot")}, []
+    "fixed" and "fixed_unweighted" (the sweeps), "torch_pruning", "tfmot"."""
+    records, skipped = {key: [] for key in ("ours", "ours_unweighted", "fixed", "fixed_unweighted",
+                                            "torch_pruning", "tfmot")}, []
     for path in paths:
         with open(path) as f:
             result = json.load(f)
@@ -69,10 +70,8 @@ def load(paths):
                 weighted = record.get("weighted_groups", True)  # the first runs predate the flag
                 if record["method"] == "budget":
                     records["ours" if weighted else "ours_unweighted"].append(record)
-                elif weighted:
-                    records["fixed"].append(record)
                 else:
-                    skipped.append(f"{path}: a fixed strength with unweighted groups")
+                    records["fixed" if weighted else "fixed_unweighted"].append(record)
     return records, sorted(set(skipped))
 
 
@@ -130,7 +129,6 @@ def budget_table(model, records):
     kind = ours_model[0]["budget"]["kind"]
     short = "params" if kind == "parameters" else "MACs"
     size = SIZE_FIELD[kind]
-    points = sweep_points(records["fixed"], model)
     lines = [
         f"\n#### {model}: {short} budgets, {SCHEDULES[model][0]} + {SCHEDULES[model][1]} epochs\n",
         f"| budget | keras-compact groups | seeds | {short} reached (median; per seed / budget) "
@@ -140,22 +138,22 @@ def budget_table(model, records):
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fraction in sorted({r["budget"]["fraction"] for r in ours_model}, reverse=True):
-        fixed, how = same_size(points, kind, fraction)
-        if fixed:
-            fixed_cell = (f"s={fixed['strength']:g} ({how}, seeds {','.join(map(str, fixed['seeds']))}): "
-                          f"{fixed[f'{kind}_fraction']:.2%} {short}, {fixed['accuracy']:.4f}")
-        else:
-            fixed_cell = "no sweep point"
         torch = at_budget(records["torch_pruning"], model, kind, fraction)
         tfmot = at_budget(records["tfmot"], model, kind, fraction)
         torch_cell = (f"{median([r[size] for r in torch]):,.0f} {short}, {accuracies(torch)}"
                       if torch else "-")
         tfmot_cell = (f"{median([r['nonzero_' + size] for r in tfmot]):,.0f} non-zero {short}, "
                       f"{accuracies(tfmot)}" if tfmot else "-")
-        for source, groups in (("ours", "weighted"), ("ours_unweighted", "unweighted")):
+        # (a) is the sweep of the same penalty: a weighted strength means nothing unweighted.
+        for source, sweep, groups in (("ours", "fixed", "weighted"),
+                                      ("ours_unweighted", "fixed_unweighted", "unweighted")):
             ours = at_budget(records[source], model, kind, fraction)
             if not ours:
                 continue
+            fixed, how = same_size(sweep_points(records[sweep], model), kind, fraction)
+            fixed_cell = "no sweep point" if not fixed else (
+                f"s={fixed['strength']:g} ({how}, seeds {','.join(map(str, fixed['seeds']))}): "
+                f"{fixed[f'{kind}_fraction']:.2%} {short}, {fixed['accuracy']:.4f}")
             ours_accuracy = median([r["accuracy"] for r in ours])
             fixed_met = "-" if not fixed else (
                 "yes" if ours_accuracy >= fixed["accuracy"] - FIXED_SLACK else "**no**")
@@ -201,14 +199,17 @@ def landing(record):
 
 def sweep_table(records):
     lines = ["\n#### Fixed-strength sweep (no controller)\n",
-             "| model | strength | seeds | params (median) | % of dense | MACs | accuracy median (per seed) |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | groups | strength | seeds | params (median) | % of dense | MACs "
+             "| accuracy median (per seed) |",
+             "|---|---|---|---|---|---|---|---|"]
     for model in SCHEDULES:
-        for p in sweep_points(records["fixed"], model):
-            lines.append(
-                f"| {model} | {p['strength']:g} | {','.join(map(str, p['seeds']))} "
-                f"| {p['parameters']:,.0f} | {p['parameters_fraction']:.2%} | {p['multiply_adds']:,.0f} "
-                f"| {p['accuracy']:.4f} (" + ", ".join(f"{a:.4f}" for a in p["accuracies"]) + ") |")
+        for source, groups in (("fixed", "weighted"), ("fixed_unweighted", "unweighted")):
+            for p in sweep_points(records[source], model):
+                lines.append(
+                    f"| {model} | {groups} | {p['strength']:g} | {','.join(map(str, p['seeds']))} "
+                    f"| {p['parameters']:,.0f} | {p['parameters_fraction']:.2%} "
+                    f"| {p['multiply_adds']:,.0f} | {p['accuracy']:.4f} ("
+                    + ", ".join(f"{a:.4f}" for a in p["accuracies"]) + ") |")
     return "\n".join(lines) + "\n"
 
 
@@ -263,7 +264,9 @@ def plot(records, path):
          "tab:blue"),
         ("keras-compact, BudgetController (unweighted)", records["ours_unweighted"], "parameters", "D",
          "tab:purple"),
-        ("keras-compact, fixed strength (sweep)", records["fixed"], "parameters", "x", "tab:cyan"),
+        ("keras-compact, fixed strength (weighted)", records["fixed"], "parameters", "x", "tab:cyan"),
+        ("keras-compact, fixed strength (unweighted)", records["fixed_unweighted"], "parameters", "+",
+         "tab:pink"),
         ("Torch-Pruning 1.6.1 (group_sl)", records["torch_pruning"], "parameters", "s", "tab:red"),
         ("TFMOT 0.8.1 (non-zero parameters)", records["tfmot"], "nonzero_parameters", "^", "tab:green"),
     ]

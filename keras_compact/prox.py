@@ -74,7 +74,7 @@ def group_soft_threshold(blocks, threshold, group_weights=None):
     if group_weights is not None:
         thresholds = thresholds * ops.cast(group_weights, dtype)
     factors = ops.reshape(group_shrink_factors(norms, thresholds), (1, -1, 1))
-    return [b * factors for b in blocks]
+    return [ops.multiply(b, factors) for b in blocks]
 
 
 def sparse_group_soft_threshold(blocks, threshold, l1_ratio, group_weights=None):

@@ -33,6 +33,7 @@ BUILD_NOTES.md compares this with the alternatives.
 
 import dataclasses
 import gc
+import warnings
 
 import keras
 import numpy as np
@@ -104,16 +105,23 @@ def _check_learning_rate(owner, learning_rate):
             )
 
 
+def _is_model(candidate):
+    try:
+        return isinstance(candidate, keras.Model)
+    except Exception:  # noqa: BLE001 - a proxy object whose __class__ fails
+        return False
+
+
 def _models_owning(variables):
     """Live keras.Models whose trainable variables are exactly `variables`, one per graph."""
     wanted = {id(v) for v in variables}
     found, graphs = [], set()
-    for candidate in gc.get_objects():
-        try:
-            if not isinstance(candidate, keras.Model):
-                continue
-        except Exception:  # noqa: BLE001 - a proxy object whose __class__ fails
-            continue
+    # A deprecated proxy (torch.distributed.reduce_op) warns when its
+    # __class__ is read: not the user's doing, so not the user's warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        candidates = [c for c in gc.get_objects() if _is_model(c)]
+    for candidate in candidates:
         if {id(v) for v in candidate.trainable_variables} != wanted:
             continue
         # A Sequential model and the Functional graph inside it are one model.

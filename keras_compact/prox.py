@@ -49,6 +49,20 @@ def group_shrink_factors(norms, thresholds):
     return ops.where(keep, 1.0 - thresholds / safe_norms, ops.zeros_like(norms))
 
 
+def group_soft_threshold_factors(blocks, threshold, group_weights=None):
+    """The factor (n,) that `group_soft_threshold` scales each group by.
+
+    ``max(0, 1 - threshold * w_j / ||X_j||)``: a caller that scales the groups
+    itself (the optimizer folds its neuron mask in) needs only these.
+    """
+    dtype = blocks[0].dtype
+    norms = group_norms(blocks)
+    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
+    if group_weights is not None:
+        thresholds = thresholds * ops.cast(group_weights, dtype)
+    return group_shrink_factors(norms, thresholds)
+
+
 def group_soft_threshold(blocks, threshold, group_weights=None):
     """Prox of the group lasso (l2,1 norm), block soft-threshold.
 
@@ -68,12 +82,8 @@ def group_soft_threshold(blocks, threshold, group_weights=None):
     Returns:
         a list of tensors shaped like `blocks`.
     """
-    dtype = blocks[0].dtype
-    norms = group_norms(blocks)
-    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
-    if group_weights is not None:
-        thresholds = thresholds * ops.cast(group_weights, dtype)
-    factors = ops.reshape(group_shrink_factors(norms, thresholds), (1, -1, 1))
+    factors = group_soft_threshold_factors(blocks, threshold, group_weights)
+    factors = ops.reshape(factors, (1, -1, 1))
     return [ops.multiply(b, factors) for b in blocks]
 
 

@@ -116,18 +116,16 @@ def singular_value_threshold(x, threshold):
     X = U diag(s) V^T; the solution is ``U diag(max(s - threshold, 0)) V^T``.
 
     Computed without an SVD, from the eigendecomposition of the smaller Gram
-    matrix: for a tall X, ``X^T X = V diag(s^2) V^T`` and ``X V = U diag(s)``,
-    so the solution is ``(X V) diag(max(1 - t/s, 0)) V^T``: one symmetric
-    eigendecomposition of min(m, n) x min(m, n) and three products, a fraction
-    of an SVD's time. Each s is read as the norm of its column of X V, which
-    is as accurate as an SVD's (to eps * s_max), where the root of an
-    eigenvalue is only accurate to sqrt(eps) * s_max. The Gram matrix squares
-    the condition number, so its eigenvectors are only told apart down to
-    sqrt(eps) * s_max of the precision it is computed in: a float32 (or
-    narrower) X is therefore handled in float64, which resolves every singular
-    value float32 holds. A float64 X, or JAX without x64 (no float64), takes
-    the SVD. Singular values at or below t give exactly zero columns of
-    ``(X V) diag(...)``, so the result has exactly the rank an SVD gives.
+    matrix: for a tall X, ``X^T X = V diag(s^2) V^T``, so the solution is
+    ``X V diag(max(1 - t/s, 0)) V^T``, X times an n x n matrix. The Gram matrix
+    squares the condition number: formed and decomposed in float32, its small
+    eigenpairs would be noise below sqrt(eps32) * s_max (3e-4). So a float32
+    (or narrower) X has its Gram matrix, eigendecomposition and the n x n
+    factor in float64, which resolves s down to about 1e-8 * s_max, below what
+    float32 itself holds (1.2e-7 * s_max), and only the product by X in float32.
+    A singular value at or below t has factor exactly 0, so the result has
+    the rank an SVD's gives. A float64 X (whose Gram matrix float64 could not
+    resolve), or JAX without x64 (no float64), takes the SVD.
 
     Args:
         x: a matrix (m, n).
@@ -141,13 +139,14 @@ def singular_value_threshold(x, threshold):
         s = ops.relu(s - ops.cast(threshold, s.dtype))
         return ops.einsum("ik,kj->ij", u * ops.expand_dims(s, 0), vt)
     wide = x.shape[0] < x.shape[1]
-    x64 = ops.cast(ops.transpose(x) if wide else x, "float64")
-    _, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
-    scaled = ops.einsum("ij,jk->ik", x64, vectors)  # U diag(s)
-    singular_values = ops.sqrt(ops.sum(ops.square(scaled), axis=0))
+    x = ops.transpose(x) if wide else x
+    x64 = ops.cast(x, "float64")
+    eigenvalues, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
+    singular_values = ops.sqrt(ops.relu(eigenvalues))
     thresholds = ops.cast(threshold, "float64") * ops.ones_like(singular_values)
     factors = group_shrink_factors(singular_values, thresholds)
-    result = ops.einsum("ik,jk->ij", scaled * ops.expand_dims(factors, 0), vectors)
+    shrink = ops.einsum("ik,jk->ij", vectors * ops.expand_dims(factors, 0), vectors)
+    result = ops.matmul(ops.cast(x, "float32"), ops.cast(shrink, "float32"))
     return ops.cast(ops.transpose(result) if wide else result, dtype)
 
 

@@ -267,6 +267,10 @@ class GroupLasso(NeuronPenalty):
     def prox(self, blocks, threshold, target):
         return prox.group_soft_threshold(blocks, threshold, target.group_weights)
 
+    def group_factors(self, blocks, threshold, target):
+        """The prox as one factor per group (n,): `prox` is `blocks * factors`."""
+        return prox.group_soft_threshold_factors(blocks, threshold, target.group_weights)
+
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class L1(NeuronPenalty):

@@ -15,7 +15,8 @@ blocks. A tensor of any layout is brought to that shape by a reshape alone
 (see `keras_compact.penalties.Member`).
 """
 
-from keras import ops
+from keras import backend, ops
+from keras.backend import standardize_dtype
 
 
 def soft_threshold(x, threshold):
@@ -49,6 +50,20 @@ def group_shrink_factors(norms, thresholds):
     return ops.where(keep, 1.0 - thresholds / safe_norms, ops.zeros_like(norms))
 
 
+def group_soft_threshold_factors(blocks, threshold, group_weights=None):
+    """The factor (n,) that `group_soft_threshold` scales each group by.
+
+    ``max(0, 1 - threshold * w_j / ||X_j||)``: a caller that scales the groups
+    itself (the optimizer folds its neuron mask in) needs only these.
+    """
+    dtype = blocks[0].dtype
+    norms = group_norms(blocks)
+    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
+    if group_weights is not None:
+        thresholds = thresholds * ops.cast(group_weights, dtype)
+    return group_shrink_factors(norms, thresholds)
+
+
 def group_soft_threshold(blocks, threshold, group_weights=None):
     """Prox of the group lasso (l2,1 norm), block soft-threshold.
 
@@ -68,13 +83,9 @@ def group_soft_threshold(blocks, threshold, group_weights=None):
     Returns:
         a list of tensors shaped like `blocks`.
     """
-    dtype = blocks[0].dtype
-    norms = group_norms(blocks)
-    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
-    if group_weights is not None:
-        thresholds = thresholds * ops.cast(group_weights, dtype)
-    factors = ops.reshape(group_shrink_factors(norms, thresholds), (1, -1, 1))
-    return [b * factors for b in blocks]
+    factors = group_soft_threshold_factors(blocks, threshold, group_weights)
+    factors = ops.reshape(factors, (1, -1, 1))
+    return [ops.multiply(b, factors) for b in blocks]
 
 
 def sparse_group_soft_threshold(blocks, threshold, l1_ratio, group_weights=None):
@@ -104,10 +115,45 @@ def singular_value_threshold(x, threshold):
     Solves ``argmin_V 0.5 * ||V - X||_F^2 + threshold * ||V||_*`` for a matrix
     X = U diag(s) V^T; the solution is ``U diag(max(s - threshold, 0)) V^T``.
 
+    Computed without an SVD, from the eigendecomposition of the smaller Gram
+    matrix: for a tall X, ``X^T X = V diag(s^2) V^T``, so the solution is
+    ``X V diag(max(1 - t/s, 0)) V^T``, X times an n x n matrix. The Gram matrix
+    squares the condition number: formed and decomposed in float32, its small
+    eigenpairs would be noise below sqrt(eps32) * s_max (3e-4). So a float32
+    (or narrower) X has its Gram matrix, eigendecomposition and the n x n
+    factor in float64, which resolves s down to about 1e-8 * s_max, below what
+    float32 itself holds (1.2e-7 * s_max), and only the product by X in float32.
+    A singular value at or below t has factor exactly 0, so the result has
+    the rank an SVD's gives. A float64 X (whose Gram matrix float64 could not
+    resolve), or JAX without x64 (no float64), takes the SVD.
+
     Args:
         x: a matrix (m, n).
         threshold: a non-negative scalar t.
     """
-    u, s, vt = ops.svd(x, full_matrices=False)
-    s = ops.maximum(s - ops.cast(threshold, s.dtype), 0.0)
-    return ops.matmul(u * ops.expand_dims(s, 0), vt)
+    # einsum, not matmul, and relu, not maximum: Keras's torch matmul and
+    # maximum return float32 for float64 inputs.
+    dtype = standardize_dtype(x.dtype)
+    if dtype == "float64" or not _float64_available():
+        u, s, vt = ops.svd(x, full_matrices=False)
+        s = ops.relu(s - ops.cast(threshold, s.dtype))
+        return ops.einsum("ik,kj->ij", u * ops.expand_dims(s, 0), vt)
+    wide = x.shape[0] < x.shape[1]
+    x = ops.transpose(x) if wide else x
+    x64 = ops.cast(x, "float64")
+    eigenvalues, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
+    singular_values = ops.sqrt(ops.relu(eigenvalues))
+    thresholds = ops.cast(threshold, "float64") * ops.ones_like(singular_values)
+    factors = group_shrink_factors(singular_values, thresholds)
+    shrink = ops.einsum("ik,jk->ij", vectors * ops.expand_dims(factors, 0), vectors)
+    result = ops.matmul(ops.cast(x, "float32"), ops.cast(shrink, "float32"))
+    return ops.cast(ops.transpose(result) if wide else result, dtype)
+
+
+def _float64_available():
+    # JAX computes in float32 unless x64 is enabled, whatever dtype is asked for.
+    if backend.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)

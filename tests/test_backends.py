@@ -1,4 +1,4 @@
-"""The library on Keras's JAX backend: prox, penalties, optimizers, compaction."""
+"""The library on Keras's JAX and PyTorch backends: prox, penalties, optimizers, compaction."""
 
 import json
 import os
@@ -13,12 +13,13 @@ from keras_compact import prox
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_jax_backend_trains_kills_neurons_and_compacts():
-    pytest.importorskip("jax", reason="the `jax` extra is not installed")
-    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_trains_kills_neurons_and_compacts(backend):
+    pytest.importorskip(backend, reason=f"the `{backend}` extra is not installed")
+    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), environment.get("PYTHONPATH", "")])
     completed = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_backend_case.py")],
+        [sys.executable, os.path.join(HERE, "backend_case.py")],
         capture_output=True, text=True, env=environment, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -27,11 +28,12 @@ def test_jax_backend_trains_kills_neurons_and_compacts():
     # The same operator gives the same numbers on both backends.
     rng = np.random.default_rng(0)
     blocks = [rng.normal(size=(5, 4, 1)).astype("float32"), rng.normal(size=(1, 4, 1)).astype("float32")]
-    for jax_value, tf_value in zip(result["shrunk"], prox.group_soft_threshold(blocks, 1.5)):
-        np.testing.assert_allclose(jax_value, np.asarray(tf_value), atol=1e-6)
+    for other_value, tf_value in zip(result["shrunk"], prox.group_soft_threshold(blocks, 1.5)):
+        np.testing.assert_allclose(other_value, np.asarray(tf_value), atol=1e-6)
+    assert result["out_kernel_zero_every_3"] == [True, False, False, True, False, False, True]
     for name, run in result["runs"].items():
-        assert run["backend"] == "jax"
-        assert run["live_conv"][-1] < 6, name  # neurons died under JAX too
+        assert run["backend"] == backend
+        assert run["live_conv"][-1] < 6, name  # neurons died on this backend too
         assert run["live_conv_after_strength_change"] == 0, name
         assert run["params"][1] < run["params"][0], name
         assert run["max_abs_diff"] <= 1e-5, name

@@ -33,6 +33,7 @@ BUILD_NOTES.md compares this with the alternatives.
 
 import dataclasses
 import gc
+import warnings
 
 import keras
 import numpy as np
@@ -104,16 +105,23 @@ def _check_learning_rate(owner, learning_rate):
             )
 
 
+def _is_model(candidate):
+    try:
+        return isinstance(candidate, keras.Model)
+    except Exception:  # noqa: BLE001 - a proxy object whose __class__ fails
+        return False
+
+
 def _models_owning(variables):
     """Live keras.Models whose trainable variables are exactly `variables`, one per graph."""
     wanted = {id(v) for v in variables}
     found, graphs = [], set()
-    for candidate in gc.get_objects():
-        try:
-            if not isinstance(candidate, keras.Model):
-                continue
-        except Exception:  # noqa: BLE001 - a proxy object whose __class__ fails
-            continue
+    # A deprecated proxy (torch.distributed.reduce_op) warns when its
+    # __class__ is read: not the user's doing, so not the user's warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        candidates = [c for c in gc.get_objects() if _is_model(c)]
+    for candidate in candidates:
         if {id(v) for v in candidate.trainable_variables} != wanted:
             continue
         # A Sequential model and the Functional graph inside it are one model.
@@ -405,7 +413,25 @@ class ProximalMixin(adapter.PostUpdateHook):
         step = keras.ops.maximum(keras.ops.cast(learning_rate, dtype), 0.0)
         threshold = step * keras.ops.cast(strength, dtype) * every
         blocks = [m.view(v) for m, v in zip(members, variables)]
-        if every == 1:
+        alive = None
+        if hasattr(penalty, "group_factors"):
+            # A prox that scales whole groups (GroupLasso): the pinned mask
+            # folds into its factors, so each member takes one multiply and
+            # one assign, and a group is left alive exactly where its factor
+            # is positive (no second pass over the weights for its norm).
+            factors = penalty.group_factors(blocks, threshold, entry.target)
+            if mask is not None:
+                factors = factors * keras.ops.cast(mask, dtype)
+            alive = factors > 0
+            scale = keras.ops.reshape(factors, (1, -1, 1))
+            new_blocks = [keras.ops.multiply(block, scale) for block in blocks]
+        elif every == 1:
+            new_blocks = penalty.prox(blocks, threshold, entry.target)
+        elif keras.backend.backend() == "torch" and mask is None:
+            # Keras's torch optimizer runs eagerly: between two prox steps the
+            # variables are left as they are, rather than assigned to themselves.
+            if keras.ops.convert_to_numpy(iterations % every) != 0:
+                return
             new_blocks = penalty.prox(blocks, threshold, entry.target)
         else:
             # Every `every` steps, a step `every` times as large: the same
@@ -416,15 +442,16 @@ class ProximalMixin(adapter.PostUpdateHook):
                 lambda: penalty.prox(blocks, threshold, entry.target),
                 lambda: blocks,
             )
-        if mask is not None:
+        if mask is not None and alive is None:
             pinned = keras.ops.reshape(keras.ops.cast(mask, dtype), (1, -1, 1))
             new_blocks = [block * pinned for block in new_blocks]
         for member, variable, block in zip(members, variables, new_blocks):
             variable.assign(member.unview(block))
         if not (self.reset_momentum and entry.target.neuron_groups):
             return
-        alive = keras.ops.cast(prox.group_norms(new_blocks) > 0, dtype)
-        alive = keras.ops.reshape(alive, (1, -1, 1))
+        if alive is None:
+            alive = prox.group_norms(new_blocks) > 0
+        alive = keras.ops.reshape(keras.ops.cast(alive, dtype), (1, -1, 1))
         for member, member_slots in zip(members, slots):
             for slot in member_slots:
                 slot.assign(member.unview(member.view(slot) * alive))

@@ -1,4 +1,4 @@
-"""Run under KERAS_BACKEND=jax (a subprocess of test_backends.py): prints one JSON line.
+"""Run under KERAS_BACKEND=jax or torch (a subprocess of test_backends.py): prints one JSON line.
 
 The prox operators, penalties, optimizers and compactor use only keras.ops
 and Keras's optimizer hooks, so they run on another backend unchanged.
@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-assert os.environ.get("KERAS_BACKEND") == "jax"
+assert os.environ.get("KERAS_BACKEND") in ("jax", "torch")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -25,7 +25,7 @@ from small_models import convnet  # noqa: E402
 def main():
     rng = np.random.default_rng(0)
     blocks = [rng.normal(size=(5, 4, 1)).astype("float32"), rng.normal(size=(1, 4, 1)).astype("float32")]
-    shrunk = [np.asarray(b) for b in kc.prox.group_soft_threshold(blocks, 1.5)]
+    shrunk = [keras.ops.convert_to_numpy(b) for b in kc.prox.group_soft_threshold(blocks, 1.5)]
     x = rng.normal(size=(96, 10, 10, 1)).astype("float32")
     y = rng.integers(0, 4, 96)
     runs = {}
@@ -47,7 +47,27 @@ def main():
             "params": [report.params_before, report.params_after],
             "max_abs_diff": report.max_abs_diff,
         }
-    print(json.dumps({"shrunk": [b.tolist() for b in shrunk], "runs": runs, "tf": TENSORFLOW_IMPORTED_BY_US}))
+    # TensorLowRank every=3, strong enough to zero the output kernel: zero right
+    # after steps 1, 4, 7 (iterations 0, 3, 6), regrown by the gradient between.
+    model = convnet()
+    model.compile(
+        kc.ProxSGD(0.05, penalties=[kc.TensorLowRank(1e4, layers=["out"], every=3)]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    out_kernel_zero = []
+    for _ in range(7):
+        model.train_on_batch(x[:16], y[:16])
+        out_kernel_zero.append(bool(np.all(keras.ops.convert_to_numpy(model.get_layer("out").kernel) == 0)))
+    print(
+        json.dumps(
+            {
+                "shrunk": [b.tolist() for b in shrunk],
+                "runs": runs,
+                "out_kernel_zero_every_3": out_kernel_zero,
+                "tf": TENSORFLOW_IMPORTED_BY_US,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,17 +13,22 @@ from keras_compact import prox
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_backend_trains_kills_neurons_and_compacts(backend):
+def run_case(script, backend, **environment):
+    """Run tests/<script> in a process of its own under `backend`; return its last line's JSON."""
     pytest.importorskip(backend, reason=f"the `{backend}` extra is not installed")
-    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **environment)
     environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), environment.get("PYTHONPATH", "")])
     completed = subprocess.run(
-        [sys.executable, os.path.join(HERE, "backend_case.py")],
+        [sys.executable, os.path.join(HERE, script)],
         capture_output=True, text=True, env=environment, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_trains_kills_neurons_and_compacts(backend):
+    result = run_case("backend_case.py", backend)
     assert result["tf"] is False  # importing keras_compact needs no TensorFlow
     # The same operator gives the same numbers on both backends.
     rng = np.random.default_rng(0)
@@ -40,20 +45,7 @@ def test_backend_trains_kills_neurons_and_compacts(backend):
 
 
 def test_keras_distribution_data_and_model_parallel_match_one_device():
-    pytest.importorskip("jax", reason="the `jax` extra is not installed")
-    environment = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    )
-    environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), environment.get("PYTHONPATH", "")])
-    completed = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_distribution_case.py")],
-        capture_output=True, text=True, env=environment, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_case("jax_distribution_case.py", "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert result["devices"] == 2
     assert result["dead_fc"] > 0  # the strength change killed neurons
     assert result["data_parallel"] <= 1e-5

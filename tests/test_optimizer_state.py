@@ -6,6 +6,7 @@ import pytest
 
 import keras_compact as kc
 from small_models import convnet
+from test_optimizers import InterruptAt
 
 
 def data(n=64, seed=1):
@@ -69,16 +70,6 @@ def test_strength_and_masks_are_saved_and_loaded_with_the_optimizer(tmp_path):
     restored.fit(x, y, epochs=1, batch_size=16, verbose=0)
     kernel = keras.ops.convert_to_numpy(restored.get_layer("fc").kernel)
     assert not kernel[:, [0, 3, 7]].any() and kernel[:, [1, 2]].any()
-
-
-class InterruptAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("interrupted on purpose")
 
 
 class StrengthenAtEpoch1(keras.callbacks.Callback):

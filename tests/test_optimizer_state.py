@@ -30,6 +30,12 @@ class CountingGroupLasso(kc.GroupLasso):
 
     traces = 0
 
+    # The optimizer takes the group-lasso step through `group_factors` (one factor
+    # per neuron); `prox` is what other callers use. Count whichever runs.
+    def group_factors(self, blocks, threshold, target):
+        CountingGroupLasso.traces += 1
+        return super().group_factors(blocks, threshold, target)
+
     def prox(self, blocks, threshold, target):
         CountingGroupLasso.traces += 1
         return super().prox(blocks, threshold, target)

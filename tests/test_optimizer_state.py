@@ -25,13 +25,16 @@ def live(model, layer):
 
 @keras.saving.register_keras_serializable(package="tests")
 class CountingGroupLasso(kc.GroupLasso):
-    """GroupLasso that counts how often its prox is traced (Python runs once per trace)."""
+    """GroupLasso that counts how often its prox is traced (Python runs once per trace).
+
+    The optimizer takes a group-scaling penalty's prox through `group_factors`.
+    """
 
     traces = 0
 
-    def prox(self, blocks, threshold, target):
+    def group_factors(self, blocks, threshold, target):
         CountingGroupLasso.traces += 1
-        return super().prox(blocks, threshold, target)
+        return super().group_factors(blocks, threshold, target)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -270,6 +270,7 @@ class BudgetController(keras.callbacks.Callback):
         optimizer.freeze_dead_neurons()
         optimizer.set_strengths([0.0] * len(optimizer.penalties))
         self.landed = True
+        self._snapshot = None  # a copy of every weight: not kept once it cannot be used
         params, macs = self._size = self._project()
         if self.verbose:
             print(

@@ -267,6 +267,13 @@ class GroupLasso(NeuronPenalty):
     def prox(self, blocks, threshold, target):
         return prox.group_soft_threshold(blocks, threshold, target.group_weights)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The optimizer takes the step through `group_factors` when there is
+        # one; a subclass that redefines `prox` alone must be applied through it.
+        if "prox" in cls.__dict__ and "group_factors" not in cls.__dict__:
+            cls.group_factors = None
+
     def group_factors(self, blocks, threshold, target):
         """The prox as one factor per group (n,): `prox` is `blocks * factors`."""
         return prox.group_soft_threshold_factors(blocks, threshold, target.group_weights)

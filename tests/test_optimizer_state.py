@@ -176,3 +176,22 @@ def test_strength_changes_under_mirrored_strategy_as_on_one_device():
     for a, b in zip(weights_of(single), weights_of(mirrored)):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert live(single, "fc") < 16 and live(mirrored, "fc") == live(single, "fc")
+
+
+class ShrinkTwice(kc.GroupLasso):
+    """A user's variant that redefines `prox` only: the optimizer must apply it."""
+
+    def prox(self, blocks, threshold, target):
+        return super().prox(blocks, 2 * threshold, target)
+
+
+def test_a_group_lasso_subclass_that_redefines_prox_is_applied_through_it():
+    results = {}
+    for penalty in (kc.GroupLasso(0.5, layers=["fc"]), ShrinkTwice(0.5, layers=["fc"])):
+        model = convnet(seed=0)
+        model.compile(kc.ProxSGD(0.1, penalties=[penalty]), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x, y = data(n=16)
+        model.train_on_batch(x, y)
+        results[type(penalty).__name__] = keras.ops.convert_to_numpy(model.get_layer("fc").kernel)
+    # Twice the threshold shrinks further: the override ran.
+    assert np.linalg.norm(results["ShrinkTwice"]) < np.linalg.norm(results["GroupLasso"])

@@ -414,7 +414,7 @@ class ProximalMixin(adapter.PostUpdateHook):
         threshold = step * keras.ops.cast(strength, dtype) * every
         blocks = [m.view(v) for m, v in zip(members, variables)]
         alive = None
-        if hasattr(penalty, "group_factors"):
+        if getattr(penalty, "group_factors", None) is not None:
             # A prox that scales whole groups (GroupLasso): the pinned mask
             # folds into its factors, so each member takes one multiply and
             # one assign, and a group is left alive exactly where its factor

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import sys
+import tempfile
 
 
 def _files():
@@ -346,6 +347,9 @@ def _write_outputs(args, compact_model, report, inputs, labels):
     ]
     reports = []
     with contextlib.ExitStack() as stack:
+        # Keras's and TensorFlow's own temporaries go where the stack removes them.
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="keras-compact-"))
+        stack.enter_context(_files().temporary_files_in(scratch))
         temporary = stack.enter_context(_writing("OUT.keras", args.output, _files().atomic_path(args.output)))
         compact_model.save(temporary)
         for flag, path, options in exports:

@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from keras_compact.files import atomic_directory, atomic_path, check_writable
+from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
 from keras_compact.numerics import relative_difference
 
 FORMATS = ("saved_model", "tflite")
@@ -194,7 +194,7 @@ def exporting(
     # behind when a signal interrupts it.
     with writer(path) as artefact, tempfile.TemporaryDirectory(
         prefix="keras-compact-export-"
-    ) as scratch, _temporary_files_in(scratch):
+    ) as scratch, temporary_files_in(scratch):
         if format == "saved_model":
             model.export(artefact, format="tf_saved_model", verbose=False)
             # Keep the loaded object alive: it owns the variables `serve` reads.
@@ -213,17 +213,6 @@ def exporting(
         )
         _check(report, rtol)
         yield report
-
-
-@contextlib.contextmanager
-def _temporary_files_in(folder):
-    """Python's default temporary folder is `folder` while the block runs."""
-    previous = tempfile.tempdir
-    tempfile.tempdir = folder
-    try:
-        yield
-    finally:
-        tempfile.tempdir = previous
 
 
 def check_destination(path, format, what=None):

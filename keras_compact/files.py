@@ -223,6 +223,22 @@ def atomic_directory(path):
             _remove(scratch)
 
 
+@contextlib.contextmanager
+def temporary_files_in(folder):
+    """Python's default temporary folder is `folder` while the block runs.
+
+    Libraries that make temporary folders of their own (TensorFlow's exporter
+    and converter, Keras's saving) leave them behind when a signal interrupts
+    them; made inside a folder the caller removes, they go with it.
+    """
+    previous = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def write_text(path, text):
     with atomic_path(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as file:

@@ -12,7 +12,14 @@ An entry is a `LayerSpec`. It answers, for its layer class:
 - cost: `macs(call, graph, weights)`, multiply-adds of one call per sample;
   parameters are counted from the weights `rebuild` returns;
 - low rank: `low_rank` (whether `TensorLowRank` may act on its kernel) and
-  `factorizations(layer, rtol)` (two thin layers that compute the same).
+  `factorizations(layer, rtol)` (two thin layers that compute the same);
+- heads: `heads(layer)`, an attention layer's heads seen as neurons, so
+  that head h is `[:, h, :]` of every member (`HeadLasso`);
+- blocks: `sublayers(layer)`, the layers inside a block (a keras-hub
+  transformer block, say) that penalties may act on while the block is
+  trained as it is, and `expand(layer, args, kwargs)`, the same computation
+  in stock Keras layers, which the compactor builds before it removes
+  anything.
 
 A layer class with no entry is a barrier: the compactor keeps the channels
 around it and says why. Teach the library a layer of your own with
@@ -154,6 +161,25 @@ class LayerSpec:
         be (after `rebuild`), or is None for the layer as it is.
         """
         return 0
+
+    # -- heads and blocks --------------------------------------------------------
+
+    def heads(self, layer):
+        """The `Member`s whose [:, h, :] together are attention head h, or None."""
+        return None
+
+    def sublayers(self, layer):
+        """Layers inside `layer` that penalties may act on, each through its own entry."""
+        return []
+
+    def expand(self, layer, args, kwargs):
+        """The outputs of `layer(*args, **kwargs)` computed by stock Keras layers, or None.
+
+        `args` and `kwargs` hold the call's symbolic inputs. The new layers
+        carry copies of the layer's weights; None means the layer cannot be
+        expanded (it stays one layer, and a barrier if it has no other rule).
+        """
+        return None
 
     # -- low rank ----------------------------------------------------------------
 

@@ -174,3 +174,67 @@ def vgg13(input_shape=(224, 224, 3), num_classes=1000, activation="relu", width=
         layers.append(keras.layers.MaxPooling2D(2, name=f"pool{stage}"))
     layers += _imagenet_classifier(num_classes, activation, width)
     return keras.Sequential(layers, name="vgg13")
+
+
+def vit(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    patch=7,
+    dim=64,
+    heads=4,
+    blocks=4,
+    mlp=128,
+    key_dim=None,
+    mlp_units=None,
+    head_counts=None,
+):
+    """A small Vision Transformer built from stock Keras layers only (a Functional model).
+
+    Patch embedding (Conv2D with kernel and stride `patch`), Reshape to tokens, a learned
+    position embedding, `blocks` pre-norm encoder blocks, a final LayerNormalization, the mean
+    over tokens (no class token) and the classifier. Each block:
+
+        x = x + MultiHeadAttention(LayerNormalization(x))        # `heads` heads of `key_dim`
+        x = x + Dense(dim)(Dense(mlp, gelu)(LayerNormalization(x)))
+
+    The position embedding is `Embedding(tokens, dim)` read at positions 0..tokens-1, which
+    `keras.ops` compute from the symbolic tokens (cumulative sum of ones): no custom layer, so
+    the model saves, loads and converts to TFLite as plain Keras. Layer names are stable:
+    `patch_embed`, `pos_embed`, `block{b}_ln1`, `block{b}_mha`, `block{b}_ln2`, `block{b}_mlp1`
+    (the FFN neurons), `block{b}_mlp2`, `final_ln`, `predictions`.
+
+    At the defaults (28x28x1, patch 7: 16 tokens; dim 64, 4 heads of 16, 4 blocks, mlp 128)
+    it has 138,890 parameters. `head_counts` and `mlp_units` (one number per block) build the
+    same network narrower, as compaction leaves it (the Torch-Pruning peer's sizes).
+    """
+    height, width, _ = input_shape
+    if height % patch or width % patch:
+        raise ValueError(f"patch {patch} does not divide the input {height}x{width}.")
+    key_dim = key_dim or dim // heads
+    head_counts = list(head_counts or [heads] * blocks)
+    mlp_units = list(mlp_units or [mlp] * blocks)
+    if len(head_counts) != blocks or len(mlp_units) != blocks:
+        raise ValueError(
+            f"head_counts {head_counts} and mlp_units {mlp_units} need one number per block ({blocks})."
+        )
+    layers = keras.layers
+    tokens = (height // patch) * (width // patch)
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(dim, patch, strides=patch, name="patch_embed")(inputs)
+    x = layers.Reshape((tokens, dim), name="tokens")(x)
+    positions = keras.ops.cumsum(keras.ops.ones_like(x[:, :, 0], dtype="int32"), axis=1) - 1
+    x = layers.Add(name="add_positions")([x, layers.Embedding(tokens, dim, name="pos_embed")(positions)])
+    for block in range(blocks):
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{block}_ln1")(x)
+        h = layers.MultiHeadAttention(
+            head_counts[block], key_dim, name=f"block{block}_mha"
+        )(h, h)
+        x = layers.Add(name=f"block{block}_add1")([x, h])
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{block}_ln2")(x)
+        h = layers.Dense(mlp_units[block], activation="gelu", name=f"block{block}_mlp1")(h)
+        h = layers.Dense(dim, name=f"block{block}_mlp2")(h)
+        x = layers.Add(name=f"block{block}_add2")([x, h])
+    x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vit")

@@ -98,3 +98,60 @@ def budget_line(budget):
             parts.append(f"{key} asked {asked_text}, reached {budget['reached'][key]:.1%}")
     landed = " (landed at the end of training: fine-tune)" if budget["landed_at_end"] else ""
     return "Budget: " + "; ".join(parts) + landed + "\n"
+
+
+def blocks_table(dense_blocks, compact_blocks):
+    """A transformer's heads and FFN neurons per block, kept of total.
+
+    Args:
+        dense_blocks, compact_blocks: [{"heads": int, "ffn": int}], one per block.
+    """
+    lines = [
+        "| block | heads kept | FFN neurons kept |",
+        "|---|---:|---:|",
+    ]
+    totals = {"heads": [0, 0], "ffn": [0, 0]}
+    for index, (dense, compact) in enumerate(zip(dense_blocks, compact_blocks)):
+        cells = []
+        for key in ("heads", "ffn"):
+            totals[key][0] += compact[key]
+            totals[key][1] += dense[key]
+            cells.append(f"{compact[key]} / {dense[key]}")
+        lines.append(f"| {index} | " + " | ".join(cells) + " |")
+    cells = [
+        f"{kept} / {total} ({100 * (1 - kept / total):.0f}% removed)"
+        for kept, total in (totals["heads"], totals["ffn"])
+    ]
+    lines.append("| **all** | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(rows):
+    """Parameters, multiply-adds, accuracy, .tflite size and latency, one row per network.
+
+    Args:
+        rows: [(label, entry)], entry a dict with `params`, `macs`, `accuracy`
+            (a fraction), and optionally `tflite_bytes` and `latency_us`
+            (median batch-1 float32 TFLite latency on one thread). Ratios are
+            against the first row.
+    """
+    lines = [
+        "| network | parameters | MACs | accuracy | float32 .tflite | latency, 1 thread | "
+        "params reduction | MACs reduction | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    reference = rows[0][1]
+    for label, entry in rows:
+        tflite = human_bytes(entry["tflite_bytes"]) if entry.get("tflite_bytes") else "-"
+        latency = f"{entry['latency_us']:.1f} us" if entry.get("latency_us") else "-"
+        speedup = (
+            f"{reference['latency_us'] / entry['latency_us']:.2f}x"
+            if entry.get("latency_us") and reference.get("latency_us")
+            else "-"
+        )
+        lines.append(
+            f"| {label} | {entry['params']:,} | {entry['macs']:,} | {100 * entry['accuracy']:.2f}% "
+            f"| {tflite} | {latency} | {reference['params'] / entry['params']:.2f}x "
+            f"| {reference['macs'] / entry['macs']:.2f}x | {speedup} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,257 @@
+r"""A small Vision Transformer on MNIST digits: dense against compacted heads and FFN neurons.
+
+    python examples/vit_mnist.py --seed=0 --out_dir=out/vit/seed0
+
+Trains the dense ViT (keras_compact_examples.models.vit: stock Keras layers,
+patch 7, dim 64, 4 blocks of 4 heads and 128 FFN neurons) with Adam, and the
+same network from the same initial weights with ProxAdam under two group-lasso
+penalties: `HeadLasso` on every MultiHeadAttention (a group is one head: its
+query/key/value kernel slices and biases and the output-projection rows that
+read it) and `GroupLasso` on the FFN's first Dense of each block (a group is
+one FFN neuron). `keras_compact.compact` then rebuilds the network without the
+dead heads and neurons (and checks that it computes the same outputs), the
+compact network is fine-tuned, and both are exported to float32 TFLite
+(`keras_compact.export`, verified) and timed (batch 1, one thread, XNNPACK).
+
+Writes into --out_dir: results.json (`dense`, `compact`: params, MACs,
+accuracy, heads and FFN neurons per block, .tflite size and latency; live
+heads and neurons per epoch) and table.md (heads and FFN neurons per block,
+then parameters, MACs, accuracy, .tflite size and latency, dense against
+compact).
+
+Strengths are fixed (no BudgetController): the issue's targets are counts of
+heads and neurons, which a parameter or MAC budget does not fix between the
+two penalties. The prox threshold per step is learning_rate * strength (times
+sqrt(group size) with --weighted_groups), so with the cosine schedule the
+penalties act mostly in the first half of training and the last epochs recover.
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+
+import keras
+from absl import app
+from absl import flags
+
+import common
+import keras_compact
+from keras_compact.bench import tflite_latency
+from keras_compact.compaction.report import multiply_adds
+from keras_compact.files import write_json, write_text
+from keras_compact_examples import data as data_lib
+from keras_compact_examples import models, tables
+
+flags.DEFINE_integer("seed", 0, "Random seed (initial weights, data order, augmentation).")
+flags.DEFINE_string("out_dir", None, "Folder for results.json, table.md and the .tflite files.", required=True)
+flags.DEFINE_integer("epochs", 30, "Training epochs, the same for the dense and the sparse net.", lower_bound=1)
+flags.DEFINE_integer("finetune_epochs", 10, "Epochs of Adam on the compact net (0: none).", lower_bound=0)
+flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's peak learning rate (cosine decay to 0 over --epochs).")
+flags.DEFINE_float(
+    "finetune_learning_rate", 2e-4, "Fine-tuning learning rate (cosine decay over --finetune_epochs)."
+)
+flags.DEFINE_float(
+    "ffn_strength", 0.1, "GroupLasso strength on the FFN neurons (block*_mlp1).", lower_bound=0
+)
+flags.DEFINE_float("head_strength", 0.02, "HeadLasso strength on the attention heads.", lower_bound=0)
+flags.DEFINE_boolean(
+    "weighted_groups", True, "Weight each group's norm by sqrt(its size) (both penalties)."
+)
+flags.DEFINE_integer("shift", 2, "Training augmentation: random shifts of up to this many pixels (0: none).", lower_bound=0)
+flags.DEFINE_integer("patch", 7, "Patch size (28x28 digits: 7 gives 16 tokens).", lower_bound=1)
+flags.DEFINE_integer("dim", 64, "Token width.", lower_bound=1)
+flags.DEFINE_integer("heads", 4, "Attention heads per block.", lower_bound=1)
+flags.DEFINE_integer("blocks", 4, "Encoder blocks.", lower_bound=1)
+flags.DEFINE_integer("mlp", 128, "FFN neurons per block.", lower_bound=1)
+flags.DEFINE_integer("train_limit", None, "Use only this many training examples.", lower_bound=1)
+flags.DEFINE_integer("test_limit", None, "Use only this many test examples.", lower_bound=1)
+flags.DEFINE_boolean("export_tflite", True, "Export dense and compact nets to TFLite and time them.")
+flags.DEFINE_integer("latency_runs", 200, "invoke() calls per latency measurement.", lower_bound=1)
+flags.DEFINE_integer(
+    "latency_repeats", 5, "Latency measurements per model, dense and compact interleaved.", lower_bound=1
+)
+flags.DEFINE_enum("progress", "epoch", ["epoch", "bar", "none"], "Training progress output.")
+
+FLAGS = flags.FLAGS
+
+FFN_LAYERS = r"block\d+_mlp1"
+_SAMPLE_IMAGES = 64
+
+
+def build(**widths):
+    return models.vit(
+        patch=FLAGS.patch, dim=FLAGS.dim, heads=FLAGS.heads, blocks=FLAGS.blocks, mlp=FLAGS.mlp, **widths
+    )
+
+
+def block_widths(model):
+    """[{"heads": int, "ffn": int}] per block of a (dense or compact) ViT."""
+    layers = {layer.name: layer for layer in model.layers}
+    return [
+        {
+            "heads": int(layers[f"block{b}_mha"].get_config()["num_heads"]),
+            "ffn": int(layers[f"block{b}_mlp1"].units),
+        }
+        for b in range(FLAGS.blocks)
+    ]
+
+
+def penalties():
+    found = [keras_compact.GroupLasso(FLAGS.ffn_strength, layers=FFN_LAYERS, weighted=FLAGS.weighted_groups)]
+    if FLAGS.head_strength > 0:
+        if not hasattr(keras_compact, "HeadLasso"):
+            raise SystemExit(
+                f"--head_strength={FLAGS.head_strength}: this keras_compact has no HeadLasso; "
+                "pass --head_strength=0 to penalize the FFN neurons only."
+            )
+        found.append(keras_compact.HeadLasso(FLAGS.head_strength, weighted=FLAGS.weighted_groups))
+    return found
+
+
+class Run:
+    def __init__(self):
+        os.makedirs(FLAGS.out_dir, exist_ok=True)
+        dataset = data_lib.load("mnist5k", train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit)
+        if FLAGS.shift:
+            dataset = dataclasses.replace(dataset, augment=data_lib.random_shift(FLAGS.shift))
+        self.dataset = dataset
+        self.sample_images = dataset.sample_images(_SAMPLE_IMAGES)
+        self.steps_per_epoch = int(dataset.train(FLAGS.batch_size, seed=0).cardinality())
+
+    def new_model(self):
+        keras.utils.set_random_seed(FLAGS.seed)
+        return build()
+
+    def schedule(self, learning_rate, epochs):
+        return keras.optimizers.schedules.CosineDecay(learning_rate, epochs * self.steps_per_epoch)
+
+    def fit(self, model, optimizer, epochs, callbacks=(), seed_offset=0):
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model.fit(
+            self.dataset.train(FLAGS.batch_size, seed=FLAGS.seed + seed_offset),
+            epochs=epochs,
+            callbacks=list(callbacks),
+            verbose={"epoch": 2, "bar": 1, "none": 0}[FLAGS.progress],
+        )
+
+    def accuracy(self, model):
+        result = model.evaluate(self.dataset.test(FLAGS.batch_size), verbose=0, return_dict=True)
+        return float(result["accuracy"])
+
+    def entry(self, model, **extra):
+        return {
+            "accuracy": self.accuracy(model),
+            "params": int(model.count_params()),
+            "macs": int(multiply_adds(model)),
+            "blocks": block_widths(model),
+            **extra,
+        }
+
+
+def say(message):
+    if FLAGS.progress != "none":
+        print(message, flush=True)
+
+
+def live_per_epoch(history):
+    return {
+        key.split("/", 1)[1]: [int(count) for count in values]
+        for key, values in history.history.items()
+        if key.startswith(("live_neurons/", "live_heads/"))
+    }
+
+
+def measure_latencies(paths):
+    """{name: median microseconds}: each .tflite timed --latency_repeats times, interleaved."""
+    times = {name: [] for name in paths}
+    for _ in range(FLAGS.latency_repeats):
+        for name, path in paths.items():
+            times[name].append(1e6 * tflite_latency(path, num_threads=1, runs=FLAGS.latency_runs))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    run = Run()
+    config = {flag.name: flag.value for flag in FLAGS.get_flags_for_module(sys.argv[0])}
+    results = {"config": config, "dataset": {"name": "mnist5k", "input_shape": list(run.dataset.input_shape)}}
+
+    start = time.time()
+    say(f"== dense ViT: {FLAGS.epochs} epochs of Adam")
+    dense = run.new_model()
+    run.fit(dense, keras.optimizers.Adam(run.schedule(FLAGS.learning_rate, FLAGS.epochs)), FLAGS.epochs)
+    results["dense"] = run.entry(dense, train_seconds=time.time() - start)
+
+    start = time.time()
+    say(
+        f"== ProxAdam, FFN GroupLasso {FLAGS.ffn_strength:g}, HeadLasso {FLAGS.head_strength:g}: "
+        f"{FLAGS.epochs} epochs"
+    )
+    sparse = run.new_model()
+    optimizer = keras_compact.ProxAdam(run.schedule(FLAGS.learning_rate, FLAGS.epochs), penalties=penalties())
+    monitor = keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))
+    history = run.fit(sparse, optimizer, FLAGS.epochs, callbacks=[monitor])
+    results["live_per_epoch"] = live_per_epoch(history)
+    sparse_accuracy = run.accuracy(sparse)
+    train_seconds = time.time() - start
+
+    compact_model, compaction = common.compact(sparse, run.sample_images, factorize=False)
+    say(f"== compacted: {compaction['params_before']:,} -> {compaction['params_after']:,} parameters")
+    compact_model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    before_finetune = run.accuracy(compact_model)
+    if FLAGS.finetune_epochs:
+        say(f"== fine-tuning the compact ViT: {FLAGS.finetune_epochs} epochs")
+        optimizer = keras.optimizers.Adam(run.schedule(FLAGS.finetune_learning_rate, FLAGS.finetune_epochs))
+        run.fit(compact_model, optimizer, FLAGS.finetune_epochs, seed_offset=1)
+    results["compact"] = run.entry(
+        compact_model,
+        accuracy_sparse=sparse_accuracy,
+        accuracy_before_finetune=before_finetune,
+        compaction_max_abs_diff=compaction.get("max_abs_diff"),
+        train_seconds=train_seconds,
+    )
+    results["compaction"] = {
+        key: compaction[key] for key in ("params_before", "params_after", "macs_before", "macs_after", "layers")
+    }
+
+    if FLAGS.export_tflite:
+        say("== exporting dense and compact to TFLite (float32) and timing them")
+        paths = {}
+        for name, model in (("dense", dense), ("compact", compact_model)):
+            paths[name] = os.path.join(FLAGS.out_dir, f"{name}.tflite")
+            exported = common.export_tflite(model, paths[name], run.sample_images)
+            results[name]["tflite_bytes"] = exported["size_bytes"]
+            results[name]["tflite_max_abs_diff"] = exported.get("max_abs_diff")
+        for name, latency in measure_latencies(paths).items():
+            results[name]["latency_us"] = latency
+        results["latency"] = {
+            "threads": 1,
+            "batch_size": 1,
+            "runs": FLAGS.latency_runs,
+            "repeats": FLAGS.latency_repeats,
+            "load_average": list(os.getloadavg()),
+        }
+
+    write_json(os.path.join(FLAGS.out_dir, "results.json"), results)
+    table = "\n".join(
+        [
+            "## ViT on mnist5k: dense against compact\n",
+            tables.blocks_table(results["dense"]["blocks"], results["compact"]["blocks"]),
+            tables.cost_table([("dense", results["dense"]), ("compact", results["compact"])]),
+            f"Accuracy of the sparse net {100 * sparse_accuracy:.2f}%, of the compact net before "
+            f"fine-tuning {100 * before_finetune:.2f}% (the compactor's check: max abs diff "
+            f"{compaction.get('max_abs_diff')}).\n",
+        ]
+    )
+    write_text(os.path.join(FLAGS.out_dir, "table.md"), table)
+    print(table, flush=True)
+    print(f"Wrote {FLAGS.out_dir}/results.json and table.md.", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

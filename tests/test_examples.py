@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact_examples import data, plots, srinivas_babu, tables
+from keras_compact_examples import data, models, plots, srinivas_babu, tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -453,3 +453,74 @@ def test_imagenet_end_to_end_on_mock_imagenet(tmp_path, model, image_size):
     )
     results = check_results(out_dir)
     assert results["dense"]["units"]["fc8"] == 1000
+
+
+def test_vit_is_stock_keras_and_narrows_by_block():
+    dense = models.vit()
+    assert dense.count_params() == 138_890
+    assert {type(layer).__module__.split(".")[0] for layer in dense.layers} == {"keras"}
+    narrow = models.vit(head_counts=[4, 3, 2, 1], mlp_units=[128, 64, 32, 1])
+    heads = [narrow.get_layer(f"block{b}_mha").get_config()["num_heads"] for b in range(4)]
+    units = [narrow.get_layer(f"block{b}_mlp1").units for b in range(4)]
+    assert heads == [4, 3, 2, 1] and units == [128, 64, 32, 1]
+    # A head is 3 * (64 * 16 + 16) query/key/value weights and 16 * 64 output rows; an FFN
+    # neuron 64 + 1 weights in and 64 out.
+    assert dense.count_params() - narrow.count_params() == 6 * 4144 + 287 * 129
+    with pytest.raises(ValueError, match="one number per block"):
+        models.vit(head_counts=[4, 4])
+    with pytest.raises(ValueError, match="does not divide"):
+        models.vit(patch=5)
+
+
+# Plumbing and exactness, not learning: strengths strong enough to kill FFN neurons (and heads)
+# within two short epochs.
+VIT_TINY = [
+    "--epochs=2",
+    "--finetune_epochs=1",
+    "--train_limit=512",
+    "--test_limit=128",
+    "--ffn_strength=2",
+    "--latency_runs=10",
+    "--latency_repeats=1",
+    "--progress=none",
+]
+
+
+def test_vit_mnist_end_to_end(tmp_path):
+    """Every FFN neuron (and head) that the penalties killed is removed, nothing else; the
+    compact network is the same ViT with those widths; compaction changes no prediction."""
+    import keras_compact
+
+    out_dir = str(tmp_path / "vit")
+    head_flags = ["--head_strength=1"] if hasattr(keras_compact, "HeadLasso") else ["--head_strength=0"]
+    run_script("vit_mnist.py", [f"--out_dir={out_dir}", *VIT_TINY, *head_flags])
+    with open(os.path.join(out_dir, "results.json")) as file:
+        results = json.load(file)
+    dense, compact = results["dense"], results["compact"]
+    assert dense["params"] == 138_890 and dense["blocks"] == [{"heads": 4, "ffn": 128}] * 4
+    assert compact["accuracy_before_finetune"] == compact["accuracy_sparse"]
+
+    live = {name: counts[-1] for name, counts in results["live_per_epoch"].items()}
+    ffn = [compact["blocks"][b]["ffn"] for b in range(4)]
+    assert ffn == [live[f"block{b}_mlp1"] for b in range(4)]
+    assert sum(ffn) < 4 * 128
+    heads = [compact["blocks"][b]["heads"] for b in range(4)]
+    if head_flags == ["--head_strength=1"]:
+        assert heads == [live[f"block{b}_mha"] for b in range(4)]
+    else:
+        assert heads == [4] * 4
+
+    rebuilt = models.vit(head_counts=heads, mlp_units=ffn)
+    assert compact["params"] == rebuilt.count_params() < dense["params"]
+    assert compact["macs"] < dense["macs"]
+    for name in ("dense", "compact"):
+        entry = results[name]
+        assert entry["tflite_bytes"] == os.path.getsize(os.path.join(out_dir, f"{name}.tflite"))
+        assert entry["latency_us"] > 0
+    assert compact["tflite_bytes"] < dense["tflite_bytes"]
+
+    with open(os.path.join(out_dir, "table.md")) as file:
+        table = file.read()
+    for b in range(4):
+        assert f"| {b} | {heads[b]} / 4 | {ffn[b]} / 128 |" in table
+    assert f"| compact | {compact['params']:,} | {compact['macs']:,} |" in table

@@ -112,6 +112,9 @@ class LayerSpec:
     # target shape, a Dropout's noise shape): a shared layer is rebuilt once,
     # so its calls must keep the same channels, as for a layer with weights.
     config_counts_channels = False
+    # Whether every input must have a channel axis (an input without one makes
+    # the call a barrier); False for a layer that also takes masks, say.
+    needs_input_channels = True
 
     def __init__(self, why="is not known to the compactor"):
         self.why = why
@@ -141,6 +144,10 @@ class LayerSpec:
         them.
         """
         return None
+
+    def changes(self, layer, masks, weights):
+        """Whether `rebuild` would change the layer (by default: whether any of its channels go)."""
+        return masks.changes()
 
     def rebuild(self, layer, masks, weights):
         """(config, {attribute: new value} or None) without the dropped channels.

@@ -1,5 +1,9 @@
 """Attention heads: the groups `HeadLasso` acts on, and when a head can go.
 
+`keras.layers.MultiHeadAttention` and `keras.layers.GroupQueryAttention`
+are read through their weights' paths (``<layer>/query/kernel``, ...), the
+one public way to reach the projections of both.
+
 Head h of a `keras.layers.MultiHeadAttention` is the slice ``[:, h, :]`` of
 its query, key and value kernels (in, H, key_dim), row h of their biases
 (H, key_dim), and the rows ``[h]`` of its output kernel (H, value_dim, *out)
@@ -35,6 +39,28 @@ def head_view(variable, head_axis):
     )
 
 
+def balanced_heads(inert, repeats):
+    """(kept query heads, kept key/value heads), each kept key/value head with as many query heads.
+
+    Query head h reads key/value head h // repeats (grouped-query attention;
+    repeats = 1 for multi-head attention). A key/value head goes with the
+    last of its query heads; the others keep the same number of query heads,
+    their live ones first, so that the query-head count stays a multiple of
+    the key/value-head count. Keeping an inert head is exact. At least one
+    head stays.
+    """
+    live = (~inert).reshape(-1, repeats)
+    width = max(int(live.sum(axis=1).max()), 1)
+    kept_groups = live.any(axis=1)
+    if not kept_groups.any():
+        kept_groups[0] = True
+    kept = np.zeros_like(live)
+    for group in np.flatnonzero(kept_groups).tolist():
+        live_first = np.argsort(~live[group], kind="stable")
+        kept[group, np.sort(live_first[:width])] = True
+    return kept.reshape(-1), kept_groups
+
+
 def inert_heads(value_kernel, value_bias, output_kernel, fold_allowed):
     """(inert, folded): boolean per head.
 
@@ -65,6 +91,13 @@ def folded_output_bias(output_bias, value_bias, output_kernel, folded):
     return (output_bias.astype("float64") + contribution).astype(output_bias.dtype)
 
 
+def projection_weight(layer, name):
+    """The weight of an attention layer whose path ends in `name` ('query/kernel'); None if none."""
+    suffix = "/" + name
+    found = [w for w in layer.weights if w.path.endswith(suffix)]
+    return found[0] if found else None
+
+
 class MultiHeadAttentionSpec(LayerSpec):
     """`keras.layers.MultiHeadAttention`: heads as groups; inert heads removed.
 
@@ -73,22 +106,32 @@ class MultiHeadAttentionSpec(LayerSpec):
     """
 
     needs_input_channels = False  # masks (batch, T, S) have no channel axis
+    # The projections whose head slices make a head's group; each head has its own.
+    head_projections = ("query", "key", "value")
 
     def __init__(self):
         super().__init__("")
 
+    def repeats(self, layer):
+        """Query heads per key/value head."""
+        return 1
+
+    def set_head_counts(self, config, query_heads, key_value_heads):
+        config["num_heads"] = query_heads
+
     def heads(self, layer):
         views = []
-        for dense in (layer.query_dense, layer.key_dense, layer.value_dense):
-            views.append(head_view(dense.kernel, 1))
-            if layer.use_bias:
-                views.append(head_view(dense.bias, 0))
-        views.append(head_view(layer.output_dense.kernel, 0))
+        for name in self.head_projections:
+            views.append(head_view(projection_weight(layer, f"{name}/kernel"), 1))
+            bias = projection_weight(layer, f"{name}/bias")
+            if bias is not None:
+                views.append(head_view(bias, 0))
+        views.append(head_view(projection_weight(layer, "attention_output/kernel"), 0))
         return views
 
     def check(self, layer, call, analysis):
         if layer.get_config().get("use_gate"):
-            raise Barrier("a gated MultiHeadAttention (use_gate=True) keeps its heads")
+            raise Barrier(f"a gated {type(layer).__name__} (use_gate=True) keeps its heads")
         if adapter.call_argument(call.arguments, None, "return_attention_scores"):
             raise Barrier("it returns its attention scores, whose head axis must stay")
 
@@ -101,33 +144,42 @@ class MultiHeadAttentionSpec(LayerSpec):
         return not any(adapter.has_implicit_mask(t) for t in call.input_tensors)
 
     def kept_heads(self, layer, call, weights):
-        """(kept, folded, reasons): which heads stay, whose constants fold, why each kept one stays."""
-        value_bias = weights.get(layer.value_dense.bias) if layer.use_bias else None
-        fold_allowed = self.fold_allowed(layer, call)
-        inert, folded = inert_heads(
-            weights.get(layer.value_dense.kernel),
-            value_bias,
-            weights.get(layer.output_dense.kernel),
-            fold_allowed,
-        )
-        kept = ~inert
-        reasons = ["alive"] * len(kept)
-        for head in np.flatnonzero(kept & zero_slices(weights.get(layer.value_dense.kernel), 1)).tolist():
-            reasons[head] = "its value path is its bias, a constant an attention mask keeps from folding"
-        if not kept.any():
-            kept[0], folded[0] = True, False
-            reasons[0] = "last head (a layer needs at least one)"
-        return kept, folded, [r if k else None for r, k in zip(reasons, kept)]
+        """(kept, kept_key_value, folded, reasons) per query head: which stay, whose constants fold, why."""
+        repeats = self.repeats(layer)
+        value_kernel = np.repeat(weights.get(projection_weight(layer, "value/kernel")), repeats, axis=1)
+        value_bias = projection_weight(layer, "value/bias")
+        if value_bias is not None:
+            value_bias = np.repeat(weights.get(value_bias), repeats, axis=0)
+        output_kernel = weights.get(projection_weight(layer, "attention_output/kernel"))
+        inert, folded = inert_heads(value_kernel, value_bias, output_kernel, self.fold_allowed(layer, call))
+        kept, kept_key_value = balanced_heads(inert, repeats)
+        reasons = []
+        for head in range(len(kept)):
+            if not kept[head]:
+                reasons.append(None)
+            elif not inert[head]:
+                constant_value = not value_kernel[:, head].any()
+                reasons.append(
+                    "its value path is its bias, a constant an attention mask keeps from folding"
+                    if constant_value
+                    else "alive"
+                )
+            elif inert.all():
+                reasons.append("last head (a layer needs at least one)")
+            else:
+                reasons.append("keeps each key/value head's query heads equal in number")
+        return kept, kept_key_value, folded & ~kept, reasons
 
     def propagate(self, call, inputs, analysis):
+        kind = type(call.layer).__name__
         for source in inputs:
             if source is not None:
-                analysis.keep(source.slots, f"read by MultiHeadAttention '{call.name}' (its input width stays)")
+                analysis.keep(source.slots, f"read by {kind} '{call.name}' (its input width stays)")
         outputs = []
         for index, key in enumerate(call.outputs):
             width = analysis.shape(key)[-1]
             slots = analysis.output_slots(call, index, width)
-            analysis.keep(slots, f"made by MultiHeadAttention '{call.name}' (its output width stays)")
+            analysis.keep(slots, f"made by {kind} '{call.name}' (its output width stays)")
             outputs.append(analysis.channels(slots, np.full(width, np.nan)))
         return outputs
 
@@ -135,22 +187,25 @@ class MultiHeadAttentionSpec(LayerSpec):
         return not self.kept_heads(layer, masks.call, weights)[0].all()
 
     def rebuild(self, layer, masks, weights):
-        kept, folded, _ = self.kept_heads(layer, masks.call, weights)
+        kept, kept_key_value, folded, _ = self.kept_heads(layer, masks.call, weights)
         config = layer.get_config()
-        config["num_heads"] = int(kept.sum())
+        self.set_head_counts(config, int(kept.sum()), int(kept_key_value.sum()))
         new = {}
-        for name in ("query_dense", "key_dense", "value_dense"):
-            dense = getattr(layer, name)
-            new[f"{name}.kernel"] = weights.get(dense.kernel)[:, kept]
-            if layer.use_bias:
-                new[f"{name}.bias"] = weights.get(dense.bias)[kept]
-        output_kernel = weights.get(layer.output_dense.kernel)
-        new["output_dense.kernel"] = output_kernel[kept]
-        if layer.use_bias:
-            bias = weights.get(layer.output_dense.bias)
+        for name, heads in (("query", kept), ("key", kept_key_value), ("value", kept_key_value)):
+            new[f"{name}/kernel"] = weights.get(projection_weight(layer, f"{name}/kernel"))[:, heads]
+            bias = projection_weight(layer, f"{name}/bias")
+            if bias is not None:
+                new[f"{name}/bias"] = weights.get(bias)[heads]
+        output_kernel = weights.get(projection_weight(layer, "attention_output/kernel"))
+        new["attention_output/kernel"] = output_kernel[kept]
+        output_bias = projection_weight(layer, "attention_output/bias")
+        if output_bias is not None:
+            bias = weights.get(output_bias)
             if folded.any():
-                bias = folded_output_bias(bias, weights.get(layer.value_dense.bias), output_kernel, folded)
-            new["output_dense.bias"] = bias
+                value_bias = weights.get(projection_weight(layer, "value/bias"))
+                value_bias = np.repeat(value_bias, self.repeats(layer), axis=0)
+                bias = folded_output_bias(bias, value_bias, output_kernel, folded)
+            new["attention_output/bias"] = bias
         return config, new
 
     def macs(self, call, graph, weights):
@@ -162,20 +217,40 @@ class MultiHeadAttentionSpec(LayerSpec):
         query_dims, value_dims = tuple(query.shape[1:-1]), tuple(value.shape[1:-1])
         if None in query_dims or None in value_dims:
             return None
-        query_positions = int(np.prod(query_dims, dtype=np.int64))
-        value_positions = int(np.prod(value_dims, dtype=np.int64))
-        axes = layer.attention_axes or tuple(range(1, len(query.shape) - 1))
+        axes = getattr(layer, "attention_axes", None) or tuple(range(1, len(query.shape) - 1))
         keys_per_query = int(np.prod([value.shape[a] for a in axes], dtype=np.int64))
 
-        def size(name):
+        def shape(name):
             if weights is not None:
-                return int(np.prod(weights[f"{name}.kernel"], dtype=np.int64))
-            return int(np.prod(getattr(layer, name).kernel.shape, dtype=np.int64))
+                return tuple(weights[f"{name}/kernel"])
+            return tuple(projection_weight(layer, f"{name}/kernel").shape)
 
-        heads = (weights["query_dense.kernel"] if weights is not None else layer.query_dense.kernel.shape)[1]
-        scores = query_positions * keys_per_query * heads * (layer.key_dim + layer.value_dim)
+        def size(name):
+            return int(np.prod(shape(name), dtype=np.int64))
+
+        heads, key_dim, value_dim = shape("query")[1], shape("query")[-1], shape("value")[-1]
+        query_positions = int(np.prod(query_dims, dtype=np.int64))
+        value_positions = int(np.prod(value_dims, dtype=np.int64))
         return (
-            query_positions * (size("query_dense") + size("output_dense"))
-            + value_positions * (size("key_dense") + size("value_dense"))
-            + scores
+            query_positions * (size("query") + size("attention_output"))
+            + value_positions * (size("key") + size("value"))
+            + query_positions * keys_per_query * heads * (key_dim + value_dim)
         )
+
+
+class GroupedQueryAttentionSpec(MultiHeadAttentionSpec):
+    """`keras.layers.GroupQueryAttention`: each query head a group; key/value heads are shared.
+
+    Head h's group is its query slice and its output rows; key/value head g,
+    read by query heads g*r ... g*r + r - 1, goes with the last of them, and
+    every kept key/value head keeps the same number of query heads.
+    """
+
+    head_projections = ("query",)
+
+    def repeats(self, layer):
+        return layer.num_query_heads // layer.num_key_value_heads
+
+    def set_head_counts(self, config, query_heads, key_value_heads):
+        config["num_query_heads"] = query_heads
+        config["num_key_value_heads"] = key_value_heads

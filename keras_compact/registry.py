@@ -154,8 +154,9 @@ class LayerSpec:
 
         `masks` is a `CallMasks` (kept input/output channels and the constants
         of removed inputs); `weights` a `WeightCache`. A dict must hold every
-        weight of the new layer (parameters are counted from it); None keeps
-        the weights as they are.
+        weight of the new layer (parameters are counted from it), keyed by
+        attribute ('kernel') or, for a sublayer's weight, by the end of its
+        path ('query/kernel'); None keeps the weights as they are.
         """
         return layer.get_config(), None
 

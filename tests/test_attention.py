@@ -297,3 +297,40 @@ def test_penalties_reach_the_layers_inside_a_registered_block():
     monitor = kc.NeuronMonitor(verbose=0)
     monitor.set_model(model)
     assert monitor.live_counts("heads") == {"block/attention": (0, 2)}
+
+
+def _gqa_model():
+    inputs = keras.Input((6, 8))
+    attention = keras.layers.GroupQueryAttention(4, num_query_heads=6, num_key_value_heads=3, name="gqa")
+    outputs = keras.layers.Add()([inputs, attention(inputs, inputs, use_causal_mask=True)])
+    return keras.Model(inputs, outputs), attention
+
+
+def test_grouped_query_attention_keeps_query_heads_a_multiple_of_key_value_heads():
+    """6 query heads over 3 key/value heads (2 each): kill both of group 0 and one of group 1."""
+    rng = np.random.default_rng(10)
+    model, attention = _gqa_model()
+    _randomize(attention, rng)
+    output_kernel = [w for w in attention.weights if w.path.endswith("attention_output/kernel")][0]
+    _set(output_kernel, [0, 1, 2])
+    compact, report = kc.compact(model)
+    rebuilt = compact.get_layer("gqa")
+    # Group 0 goes whole; groups 1 and 2 keep 2 query heads each (head 2, inert, stays to balance).
+    assert (rebuilt.num_query_heads, rebuilt.num_key_value_heads) == (4, 2)
+    _assert_same(model, compact, rng)
+    assert {e.name: e.reason_kept for e in report.layers}["gqa"] == {
+        "alive": 3,
+        "keeps each key/value head's query heads equal in number": 1,
+    }
+    assert kc.projected_size(model) == (report.params_after, report.macs_after)
+
+
+def test_head_lasso_groups_of_grouped_query_attention_are_query_heads():
+    model, attention = _gqa_model()
+    (target,) = kc.HeadLasso(0.1).resolve(model)
+    assert [m.variable.path.split("/", 1)[1] for m in target.members] == [
+        "query/kernel",
+        "query/bias",
+        "attention_output/kernel",
+    ]
+    assert target.num_neurons == 6

@@ -5,8 +5,6 @@ are expanded into their layers (a layer whose name collides with another is
 prefixed by its nested model's name), shared layers stay shared.
 """
 
-import functools
-
 import keras
 import numpy as np
 
@@ -152,11 +150,17 @@ def diagnose_clones(graph, rebuilt, seed=0):
     )
 
 
+def _weight_named(layer, name):
+    """`layer.<name>`, or for a name with '/' ('query/kernel') the weight whose path ends in it."""
+    if "/" not in name:
+        return getattr(layer, name)
+    return next(w for w in layer.weights if w.path.endswith("/" + name))
+
+
 def _assign(new_layer, new_weights, old_layer):
     if isinstance(new_weights, dict):
         for attribute, value in new_weights.items():
-            # A dotted name reaches a sublayer's weight ('query_dense.kernel').
-            variable = functools.reduce(getattr, attribute.split("."), new_layer)
+            variable = _weight_named(new_layer, attribute)
             variable.assign(np.asarray(value, dtype=variable.dtype))
         return
     if len(new_layer.weights) != len(new_weights):

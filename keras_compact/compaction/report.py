@@ -124,7 +124,7 @@ def _ratio(after, before):
 def _head_entry(call, new_layer, weights, macs_before, macs_after):
     """The report row of an attention layer: its heads, and why the kept ones stay."""
     layer = call.layer
-    kept, _, reasons = spec_for(layer).kept_heads(layer, call, weights)
+    kept, _, _, reasons = spec_for(layer).kept_heads(layer, call, weights)
     return LayerReport(
         name=layer.name,
         type=type(layer).__name__,

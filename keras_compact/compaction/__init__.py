@@ -115,7 +115,7 @@ def compact(
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     rebuilt = rebuild(model, graph, analysis, weights)
-    report = make_report(model, graph, analysis, rebuilt)
+    report = make_report(model, graph, analysis, rebuilt, weights)
     compact_model = rebuilt.model
     if factorize_layers is None or factorize_layers:
         compact_model, factorizations = factorize_model(compact_model, rtol=rank_rtol, layers=factorize_layers)
@@ -160,7 +160,7 @@ def projected_size(model, channel_multiple=1):
         shapes = None
         if isinstance(layer, keras.layers.Layer) and id(layer) not in analysis.barrier_layers:
             masks = CallMasks(analysis, call)
-            if masks.changes():
+            if spec_for(layer).changes(layer, masks, weights):
                 new = spec_for(layer).rebuild(layer, masks, weights)[1]
                 shapes = None if new is None else {k: np.shape(v) for k, v in new.items()}
         if isinstance(layer, keras.layers.Layer) and id(layer) not in counted:

@@ -111,6 +111,9 @@ def summarize_ours(seed, results):
 
 def run_peer(args, ours, config):
     result = dict(peer="torch_pruning")
+    if config.get("train_limit") or config.get("test_limit"):
+        raise SystemExit("the peer trains and tests on the whole mnist5k split: run the example without "
+                         "--train_limit/--test_limit, or pass --no_peer.")
     try:
         result["install"] = ensure_venv(args.venv, (args.torch, *PINS))
     except Unavailable as error:

@@ -55,11 +55,18 @@ flags.DEFINE_float(
     "finetune_learning_rate", 2e-4, "Fine-tuning learning rate (cosine decay over --finetune_epochs)."
 )
 flags.DEFINE_float(
-    "ffn_strength", 0.1, "GroupLasso strength on the FFN neurons (block*_mlp1).", lower_bound=0
+    "ffn_strength", 0.7, "GroupLasso strength on the FFN neurons (block*_mlp1).", lower_bound=0
 )
-flags.DEFINE_float("head_strength", 0.02, "HeadLasso strength on the attention heads.", lower_bound=0)
+flags.DEFINE_float("head_strength", 0.2, "HeadLasso strength on the attention heads.", lower_bound=0)
 flags.DEFINE_boolean(
     "weighted_groups", True, "Weight each group's norm by sqrt(its size) (both penalties)."
+)
+flags.DEFINE_boolean(
+    "reset_momentum",
+    False,
+    "ProxAdam: zero Adam's m and v of a head or neuron the prox zeroed. Off: GELU passes gradient "
+    "at 0, and the first Adam step after a reset is about 3 learning rates per weight "
+    "(m/sqrt(v) = 0.1/sqrt(0.001)), which revived every dead FFN neuron in trials (BENCHMARKS.md).",
 )
 flags.DEFINE_integer("shift", 2, "Training augmentation: random shifts of up to this many pixels (0: none).", lower_bound=0)
 flags.DEFINE_integer("patch", 7, "Patch size (28x28 digits: 7 gives 16 tokens).", lower_bound=1)
@@ -193,7 +200,11 @@ def main(argv):
         f"{FLAGS.epochs} epochs"
     )
     sparse = run.new_model()
-    optimizer = keras_compact.ProxAdam(run.schedule(FLAGS.learning_rate, FLAGS.epochs), penalties=penalties())
+    optimizer = keras_compact.ProxAdam(
+        run.schedule(FLAGS.learning_rate, FLAGS.epochs),
+        penalties=penalties(),
+        reset_momentum=FLAGS.reset_momentum,
+    )
     monitor = keras_compact.NeuronMonitor(verbose=int(FLAGS.progress != "none"))
     history = run.fit(sparse, optimizer, FLAGS.epochs, callbacks=[monitor])
     results["live_per_epoch"] = live_per_epoch(history)

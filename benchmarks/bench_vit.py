@@ -40,7 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out_dir", default="out/bench_vit", help="the example's runs go here")
-    parser.add_argument("--out", required=True, help="JSON results")
+    parser.add_argument("--out", default="out/bench_vit/vit_mnist5k.json", help="JSON results")
     parser.add_argument("--table", help="also write the markdown table here")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse an example run whose results.json exists (same flags assumed)")

@@ -52,12 +52,12 @@ flags.DEFINE_integer("finetune_epochs", 10, "Epochs of Adam on the compact net (
 flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's peak learning rate (cosine decay to 0 over --epochs).")
 flags.DEFINE_float(
-    "finetune_learning_rate", 2e-4, "Fine-tuning learning rate (cosine decay over --finetune_epochs)."
+    "finetune_learning_rate", 5e-4, "Fine-tuning learning rate (cosine decay over --finetune_epochs)."
 )
 flags.DEFINE_float(
     "ffn_strength", 0.7, "GroupLasso strength on the FFN neurons (block*_mlp1).", lower_bound=0
 )
-flags.DEFINE_float("head_strength", 0.2, "HeadLasso strength on the attention heads.", lower_bound=0)
+flags.DEFINE_float("head_strength", 0.17, "HeadLasso strength on the attention heads.", lower_bound=0)
 flags.DEFINE_boolean(
     "weighted_groups", True, "Weight each group's norm by sqrt(its size) (both penalties)."
 )

@@ -17,9 +17,10 @@ prune_num_heads=True and prune_head_dims=False (whole heads go), the patch
 embedding and the classifier ignored (so the residual width stays, and only
 heads and MLP neurons are pruned), one step. head_pruning_ratio removes as many
 heads as the keras-compact run of the same seed removed; pruning_ratio is
-searched (bisection on copies) for the largest network at or under that run's
-parameter count. The pruned network is fine-tuned with the example's
-fine-tuning schedule; the accuracy is the last epoch's.
+tried every 0.01 (on copies) for the largest network at or under that run's
+parameter count, or the smallest it reaches if none is. The pruned network is
+fine-tuned with the example's fine-tuning schedule; the accuracy is the last
+epoch's.
 """
 
 import argparse
@@ -164,22 +165,23 @@ def pruned_copy(model, example, ratio, head_ratio):
 
 
 def prune_to(model, example, target, heads_removed, total_heads):
-    """The largest pruned copy at or under `target` parameters with `heads_removed` heads gone."""
+    """The largest pruned copy at or under `target` parameters with `heads_removed` heads gone.
+
+    Returns (copy, pruning_ratio, reached). The parameter count is not monotone in the ratio:
+    near 1, Torch-Pruning leaves a layer whole rather than empty it, so every ratio of a grid of
+    0.01 is tried. If none reaches the target, the smallest network found is returned.
+    """
     head_ratio = heads_removed / total_heads
-    best = pruned_copy(model, example, 0.0, head_ratio)
-    if parameters(best) <= target:
-        return best, 0.0
-    low, high, best = 0.0, 1.0, None
-    for _ in range(14):
-        ratio = (low + high) / 2
-        candidate = pruned_copy(model, example, ratio, head_ratio)
-        if parameters(candidate) <= target:
-            best, best_ratio, high = candidate, ratio, ratio
-        else:
-            low = ratio
-    if best is None:
-        raise RuntimeError(f"no pruning ratio reached {target:,} parameters")
-    return best, best_ratio
+    sizes = {}
+    for step in range(100):
+        ratio = step / 100
+        sizes[ratio] = parameters(pruned_copy(model, example, ratio, head_ratio))
+    under = [ratio for ratio, size in sizes.items() if size <= target]
+    if under:
+        ratio = max(under, key=lambda r: (sizes[r], -r))
+    else:
+        ratio = min(sizes, key=sizes.get)
+    return pruned_copy(model, example, ratio, head_ratio), ratio, bool(under)
 
 
 def main():
@@ -215,8 +217,8 @@ def main():
 
         started = time.time()
         total_heads = arch["heads"] * arch["blocks"]
-        pruned, ratio = prune_to(model, example, seed_job["target_parameters"], seed_job["heads_removed"],
-                                 total_heads)
+        pruned, ratio, reached = prune_to(model, example, seed_job["target_parameters"],
+                                          seed_job["heads_removed"], total_heads)
         prune_seconds = time.time() - started
         pruned_accuracy = accuracy(pruned, x_test, y_test)
         started = time.time()
@@ -228,6 +230,7 @@ def main():
             target_parameters=seed_job["target_parameters"],
             heads_removed=seed_job["heads_removed"],
             pruning_ratio=ratio,
+            target_reached=reached,
             parameters=parameters(pruned),
             dense_parameters=job["dense_parameters"],
             blocks=block_widths(pruned),

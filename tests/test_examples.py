@@ -472,14 +472,14 @@ def test_vit_is_stock_keras_and_narrows_by_block():
         models.vit(patch=5)
 
 
-# Plumbing and exactness, not learning: strengths strong enough to kill FFN neurons (and heads)
-# within two short epochs.
+# Plumbing and exactness, not learning: one epoch of 4 steps; strengths that kill every FFN
+# neuron and every head within them (each layer then keeps one unit, each attention one head).
 VIT_TINY = [
-    "--epochs=2",
+    "--epochs=1",
     "--finetune_epochs=1",
-    "--train_limit=512",
-    "--test_limit=128",
-    "--ffn_strength=2",
+    "--train_limit=256",
+    "--test_limit=64",
+    "--ffn_strength=50",
     "--latency_runs=10",
     "--latency_repeats=1",
     "--progress=none",
@@ -487,13 +487,23 @@ VIT_TINY = [
 
 
 def test_vit_mnist_end_to_end(tmp_path):
-    """Every FFN neuron (and head) that the penalties killed is removed, nothing else; the
+    """Every FFN neuron and head that the penalties killed is removed, nothing else; the
     compact network is the same ViT with those widths; compaction changes no prediction."""
+    check_vit_run(str(tmp_path / "vit"), export=False)
+
+
+@pytest.mark.slow
+def test_vit_mnist_end_to_end_with_tflite(tmp_path):
+    """The same, with both networks exported to TFLite (verified by the exporter) and timed."""
+    check_vit_run(str(tmp_path / "vit"), export=True)
+
+
+def check_vit_run(out_dir, export):
     import keras_compact
 
-    out_dir = str(tmp_path / "vit")
-    head_flags = ["--head_strength=1"] if hasattr(keras_compact, "HeadLasso") else ["--head_strength=0"]
-    run_script("vit_mnist.py", [f"--out_dir={out_dir}", *VIT_TINY, *head_flags])
+    head_flags = ["--head_strength=100"] if hasattr(keras_compact, "HeadLasso") else ["--head_strength=0"]
+    export_flag = "--export_tflite" if export else "--noexport_tflite"
+    run_script("vit_mnist.py", [f"--out_dir={out_dir}", *VIT_TINY, *head_flags, export_flag])
     with open(os.path.join(out_dir, "results.json")) as file:
         results = json.load(file)
     dense, compact = results["dense"], results["compact"]
@@ -504,21 +514,22 @@ def test_vit_mnist_end_to_end(tmp_path):
     ffn = [compact["blocks"][b]["ffn"] for b in range(4)]
     # A layer keeps one unit when every neuron died (the compactor needs one).
     assert ffn == [max(1, live[f"block{b}_mlp1"]) for b in range(4)]
-    assert sum(ffn) < 4 * 128
+    assert ffn == [1, 1, 1, 1]
     heads = [compact["blocks"][b]["heads"] for b in range(4)]
-    if head_flags == ["--head_strength=1"]:
-        assert heads == [max(1, live[f"block{b}_mha"]) for b in range(4)]
+    if head_flags != ["--head_strength=0"]:
+        assert heads == [max(1, live[f"block{b}_mha"]) for b in range(4)] == [1, 1, 1, 1]
     else:
         assert heads == [4] * 4
 
     rebuilt = models.vit(head_counts=heads, mlp_units=ffn)
     assert compact["params"] == rebuilt.count_params() < dense["params"]
     assert compact["macs"] < dense["macs"]
-    for name in ("dense", "compact"):
-        entry = results[name]
-        assert entry["tflite_bytes"] == os.path.getsize(os.path.join(out_dir, f"{name}.tflite"))
-        assert entry["latency_us"] > 0
-    assert compact["tflite_bytes"] < dense["tflite_bytes"]
+    if export:
+        for name in ("dense", "compact"):
+            entry = results[name]
+            assert entry["tflite_bytes"] == os.path.getsize(os.path.join(out_dir, f"{name}.tflite"))
+            assert entry["latency_us"] > 0
+        assert compact["tflite_bytes"] < dense["tflite_bytes"]
 
     with open(os.path.join(out_dir, "table.md")) as file:
         table = file.read()

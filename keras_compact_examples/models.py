@@ -1,4 +1,4 @@
-"""The networks of the paper's experiments, as plain Keras Sequential models.
+"""The networks of the paper's experiments, as plain Keras models (Sequential; the ViT Functional).
 
 Layer names are stable (``conv1``, ``fc1``, ...) so results, tables and
 penalties can name layers. `width` scales every hidden layer's neurons (a

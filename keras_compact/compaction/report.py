@@ -61,6 +61,7 @@ class CompactionReport:
     layers: list = dataclasses.field(default_factory=list)  # LayerReport
     barriers: dict = dataclasses.field(default_factory=dict)  # layer name -> why
     factorized: list = dataclasses.field(default_factory=list)  # Factorization.to_dict()
+    expanded: list = dataclasses.field(default_factory=list)  # expand.Expansion as dicts
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -101,6 +102,12 @@ class CompactionReport:
             lines.append(
                 f"verified: max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}"
             )
+        for e in self.expanded:
+            if e["why_not"] is None:
+                lines.append(f"expanded '{e['name']}' ({e['type']}) into {e['layers']} stock layers")
+            else:
+                lines.append(f"not expanded '{e['name']}' ({e['type']}): {e['why_not']}")
+            lines.extend(f"  {text}" for text in e["notes"])
         for name, why in self.barriers.items():
             lines.append(f"barrier '{name}': {why}")
         for f in self.factorized:

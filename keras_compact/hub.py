@@ -261,17 +261,18 @@ def _expand_decoder(layer, arguments):
         self_attention_cache_update_index="a key/value cache",
     )
     x = arguments["decoder_sequence"]
-    mask = _merged_mask(arguments["decoder_padding_mask"], arguments["decoder_attention_mask"])
-    causal = arguments["use_causal_mask"]
-    if not isinstance(causal, bool):
+    if not isinstance(arguments["use_causal_mask"], bool):
         raise Barrier("use_causal_mask is not a Python bool")
+    padding, attention = arguments["decoder_padding_mask"], arguments["decoder_attention_mask"]
+    # The mask keras-hub passes, built the same way (not MultiHeadAttention's
+    # use_causal_mask): MultiHeadAttention takes another kernel path for it,
+    # which may differ on rows whose every key is masked.
+    mask = _causal_mask(x, padding, attention) if arguments["use_causal_mask"] else _merged_mask(padding, attention)
     prefix, first = layer.name, layer.normalize_first
     residual = x
     if first:
         x = _copy(layer._self_attention_layer_norm, prefix, x)
-    # MultiHeadAttention's own causal mask is keras-hub's (query i sees keys j <= i),
-    # and it is combined with the padding mask by logical and, as keras-hub's minimum.
-    x = _attention(layer._self_attention_layer, prefix, x, attention_mask=mask, use_causal_mask=causal)
+    x = _attention(layer._self_attention_layer, prefix, x, attention_mask=mask)
     x = _dropout(layer._self_attention_dropout, prefix, x)
     x = _add(x, residual, f"{prefix}_self_attention_residual")
     if not first:
@@ -453,7 +454,7 @@ def grouped_heads(inert, kv_heads):
     return np.array(kept_q), kept_kv, per_group
 
 
-def _rotary(rope, x, angles):
+def _rotary(x, angles):
     """keras-hub's RotaryEmbedding of x (B, S, heads, head_dim): x cos + rotate_half(x) sin."""
     cos, sin = angles
     half = x.shape[-1] // 2
@@ -461,12 +462,12 @@ def _rotary(rope, x, angles):
     return ops.add(ops.multiply(x, cos), ops.multiply(rotated, sin))
 
 
-def _rotary_angles(rope, x, head_dim):
+def _rotary_angles(rope, positions, head_dim):
     """cos and sin (B, S, 1, head_dim) of keras-hub's rotary embedding at positions 0..S-1."""
     if getattr(rope, "rope_type", None) == "yarn" or rope.sequence_axis != 1 or rope.feature_axis != -1:
         raise Barrier("a rotary embedding other than Llama's (yarn scaling or other axes)")
     inverse = keras.ops.convert_to_numpy(rope._get_inverse_freq(head_dim)).astype("float32")
-    positions = ops.cast(_positions(x), "float32")
+    positions = ops.cast(positions, "float32")
     angles = ops.multiply(ops.expand_dims(positions, -1), inverse)  # keras-hub: einsum bi,j->bij
     angles = ops.concatenate([angles, angles], axis=-1)
     return ops.expand_dims(ops.cos(angles), 2), ops.expand_dims(ops.sin(angles), 2)
@@ -477,7 +478,7 @@ def _einsum_dense(layer, prefix, x, kernel, output_shape):
     return call_stock(L.EinsumDense, config, [kernel], x)
 
 
-def _llama_attention(layer, prefix, x, mask):
+def _llama_attention(layer, prefix, x, mask, positions=None):
     """LlamaAttention without its inert heads, in EinsumDense, Softmax and raw ops."""
     for dense in (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense):
         if dense.bias is not None:
@@ -499,9 +500,10 @@ def _llama_attention(layer, prefix, x, mask):
     value = _einsum_dense(
         layer._value_dense, prefix, x, weights["_value_dense"][:, kept_kv], (None, len(kept_kv), head_dim)
     )
-    angles = _rotary_angles(layer.rotary_embedding_layer, x, head_dim)
-    query = _rotary(layer.rotary_embedding_layer, query, angles)
-    key = _rotary(layer.rotary_embedding_layer, key, angles)
+    positions = _positions(x) if positions is None else positions
+    angles = _rotary_angles(layer.rotary_embedding_layer, positions, head_dim)
+    query = _rotary(query, angles)
+    key = _rotary(key, angles)
     if per_group > 1:
         # keras-hub repeats each key/value head for its consecutive query heads.
         key = ops.repeat(key, per_group, axis=2)
@@ -536,9 +538,9 @@ def _note_heads(layer, prefix, heads, kv_heads, kept_q, kept_kv, reasons):
     note(text)
 
 
-def _causal_mask(x, padding_mask, attention_mask):
+def _causal_mask(x, padding_mask, attention_mask, positions=None):
     """keras-hub's decoder mask: minimum(merged padding/attention mask, causal), (B, S, S)."""
-    positions = _positions(x)
+    positions = _positions(x) if positions is None else positions
     causal = ops.cast(ops.greater_equal(ops.expand_dims(positions, 2), ops.expand_dims(positions, 1)), "int32")
     mask = _merged_mask(padding_mask, attention_mask)
     return causal if mask is None else ops.minimum(mask, causal)
@@ -561,10 +563,11 @@ def _expand_llama_decoder(layer, arguments):
     )
     x = arguments["decoder_sequence"]
     prefix = layer.name
-    mask = _causal_mask(x, arguments["decoder_padding_mask"], arguments["decoder_attention_mask"])
+    positions = _positions(x)
+    mask = _causal_mask(x, arguments["decoder_padding_mask"], arguments["decoder_attention_mask"], positions)
     residual = x
     x = _rms_norm(layer._self_attention_layernorm, prefix, x)
-    x = _llama_attention(layer._self_attention_layer, prefix, x, mask)
+    x = _llama_attention(layer._self_attention_layer, prefix, x, mask, positions)
     x = _dropout(layer._self_attention_dropout, prefix, x)
     x = _add(x, residual, f"{prefix}_self_attention_residual")
     residual = x

@@ -14,7 +14,7 @@ from keras_compact.compaction import CompactionReport, compact, projected_size
 from keras_compact.compaction.report import multiply_adds
 from keras_compact.exporter import ExportReport, export
 from keras_compact.optimizers import ProxAdam, ProxSGD
-from keras_compact.penalties import L1, GroupLasso, SparseGroupLasso, TensorLowRank
+from keras_compact.penalties import L1, GroupLasso, HeadLasso, SparseGroupLasso, TensorLowRank
 from keras_compact.registry import LayerSpec, register_layer
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "CompactionReport",
     "ExportReport",
     "GroupLasso",
+    "HeadLasso",
     "L1",
     "LayerSpec",
     "NeuronMonitor",

@@ -60,6 +60,18 @@ def argument_values(arguments):
     return keras.tree.flatten((arguments.args, arguments.kwargs))
 
 
+def call_argument(arguments, position, name):
+    """The argument of a recorded call given at `position` or as keyword `name` (None if neither)."""
+    if position is not None and position < len(arguments.args):
+        return arguments.args[position]
+    return arguments.kwargs.get(name)
+
+
+def has_implicit_mask(tensor):
+    """Whether a symbolic tensor carries a Keras mask (from `Embedding(mask_zero=True)`, say)."""
+    return getattr(tensor, "_keras_mask", None) is not None
+
+
 def input_structure(functional):
     """The nested structure (list, dict, ...) the Functional model takes its inputs in."""
     return functional._inputs_struct

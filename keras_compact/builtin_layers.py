@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_adapter as adapter
+from keras_compact.attention import GroupedQueryAttentionSpec, MultiHeadAttentionSpec
 from keras_compact.compaction.factorize import Plan, truncated_svd
 from keras_compact.registry import (
     Barrier,
@@ -685,6 +686,8 @@ register_layer(L.GroupNormalization, BarrierSpec("GroupNormalization mixes chann
 register_layer(L.UnitNormalization, BarrierSpec("UnitNormalization mixes channels"))
 register_layer(L.Normalization, BarrierSpec("Normalization keeps its own per-feature statistics"))
 register_layer(L.Lambda, BarrierSpec("a Lambda layer's computation is opaque"))
+register_layer(L.MultiHeadAttention, MultiHeadAttentionSpec())
+register_layer(L.GroupQueryAttention, GroupedQueryAttentionSpec())
 
 _ELEMENTWISE_OP = ElementwiseOpSpec()
 
@@ -694,5 +697,7 @@ def fallback_spec(operation):
     if adapter.elementwise_op_name(operation) is not None:
         return _ELEMENTWISE_OP
     if isinstance(operation, (L.RNN, L.MultiHeadAttention, L.Attention)):
+        # A subclass (keras-hub's cached attention, say) is not assumed to
+        # compute what its parent does: it needs an entry of its own.
         return BarrierSpec(f"{type(operation).__name__} mixes channels")
     return BarrierSpec(f"{type(operation).__name__} is not known to the compactor")

@@ -13,12 +13,14 @@ def _optimizer_targets(model):
 
 @keras.saving.register_keras_serializable(package="keras_compact")
 class NeuronMonitor(keras.callbacks.Callback):
-    """Counts the live neurons of each penalized layer at the end of each epoch.
+    """Counts the live neurons (and heads) of each penalized layer at the end of each epoch.
 
     A neuron is live while any entry of its group (kernel slice, bias, the
-    gamma/beta of a following BatchNorm) is non-zero. The counts go into
-    `logs` as ``live_neurons/<layer>`` (so `History` and `TensorBoard` record
-    them) and, with `verbose`, into one printed line per epoch.
+    gamma/beta of a following BatchNorm) is non-zero; a head while any entry
+    of its query, key, value or output slices is (`HeadLasso`). The counts go
+    into `logs` as ``live_neurons/<layer>`` and ``live_heads/<layer>`` (so
+    `History` and `TensorBoard` record them) and, with `verbose`, into one
+    printed line per epoch.
 
     Args:
         layers: which layers to watch, as a penalty's `layers` (a regex or a list
@@ -45,26 +47,31 @@ class NeuronMonitor(keras.callbacks.Callback):
             unique.setdefault(target.layer_name, target)
         return list(unique.values())
 
-    def live_counts(self):
-        """{layer name: (live, total)} for the watched layers, now."""
+    def live_counts(self, unit="neurons"):
+        """{layer name: (live, total)} of the watched layers' `unit` ("neurons" or "heads"), now."""
         if self._targets is None:
             self._targets = self._resolve()
         return {
             t.layer_name: (int(penalties_lib.live_neurons(t).sum()), t.num_neurons)
             for t in self._targets
+            if t.unit == unit
         }
 
     def on_train_begin(self, logs=None):
         self._targets = None
 
     def on_epoch_end(self, epoch, logs=None):
-        counts = self.live_counts()
-        if logs is not None:
-            for name, (live, _) in counts.items():
-                logs[f"live_neurons/{name}"] = live
+        lines = []
+        for unit in ("neurons", "heads"):
+            counts = self.live_counts(unit)
+            if not counts:
+                continue
+            if logs is not None:
+                for name, (live, _) in counts.items():
+                    logs[f"live_{unit}/{name}"] = live
+            lines.append(f"live {unit}: " + ", ".join(f"{n} {live}/{total}" for n, (live, total) in counts.items()))
         if self.verbose:
-            text = ", ".join(f"{name} {live}/{total}" for name, (live, total) in counts.items())
-            print(f"Epoch {epoch + 1}: live neurons: {text}")
+            print(f"Epoch {epoch + 1}: " + "; ".join(lines))
 
     def get_config(self):
         return {"layers": self.layers, "verbose": self.verbose}

@@ -28,6 +28,7 @@ class Target:
     members: list  # registry.Member: the first is the kernel
     group_weights: object = None  # np.ndarray (n,) or None
     neuron_groups: bool = True  # False for penalties without neuron structure
+    unit: str = "neurons"  # what a group is: "neurons" or (HeadLasso) "heads"
 
     @property
     def num_neurons(self):
@@ -46,6 +47,27 @@ def _follows_as_batchnorm(call, use_call, graph):
     rank = len(graph.tensors[call.outputs[0]].shape)
     axis = layer.axis if layer.axis >= 0 else layer.axis + rank
     return axis == channel_axis(call.layer, rank)
+
+
+@dataclasses.dataclass(eq=False)
+class InnerCall:
+    """A layer inside a block (`LayerSpec.sublayers`): penalized, though not itself a call of the graph."""
+
+    layer: keras.layers.Layer
+    name: str  # "<block>/<layer>"
+    outputs: tuple = ()  # no graph tensors: nothing follows it as a BatchNormalization
+
+
+def layer_calls(graph):
+    """Every call of `graph`, each followed by the layers inside it that penalties may act on."""
+
+    def with_inner(call):
+        yield call
+        for sublayer in spec_for(call.layer).sublayers(call.layer):
+            yield from with_inner(InnerCall(sublayer, f"{call.name}/{sublayer.name}"))
+
+    for call in graph.calls:
+        yield from with_inner(call)
 
 
 def output_layers(graph):
@@ -96,6 +118,9 @@ class Penalty:
     """
 
     every = 1
+    # Whether a layer whose channels are a model output is left out unless
+    # named (its neurons are the model's outputs); heads are never outputs.
+    outputs_excluded = True
 
     def __init__(self, strength, layers=None):
         owner = type(self).__name__
@@ -121,6 +146,10 @@ class Penalty:
         """Whether this penalty can act on `layer` (its registry entry has neurons)."""
         return has_neurons(layer)
 
+    def first_variable(self, layer):
+        """The variable whose being frozen means the layer is left alone."""
+        return spec_for(layer).neurons(layer).variable
+
     def select(self, graphs):
         """[(graph, call)] this penalty acts on, in graph order, one per layer.
 
@@ -130,8 +159,9 @@ class Penalty:
         owner = type(self).__name__
         candidates, seen, outputs = [], set(), set()
         for graph in graphs:
-            outputs |= output_layers(graph)
-            for call in graph.calls:
+            if self.outputs_excluded:
+                outputs |= output_layers(graph)
+            for call in layer_calls(graph):
                 if self.acts_on(call.layer) and id(call.layer) not in seen:
                     seen.add(id(call.layer))
                     candidates.append((graph, call))
@@ -154,7 +184,7 @@ class Penalty:
                 {
                     f"{c.name} ({type(c.layer).__name__})"
                     for graph in graphs
-                    for c in graph.calls
+                    for c in layer_calls(graph)
                     if not is_registered(c.layer)
                 }
             )
@@ -190,7 +220,7 @@ class Penalty:
             frozen = [
                 c.name
                 for _, c in chosen
-                if id(spec_for(c.layer).neurons(c.layer).variable) not in trainable_ids
+                if id(self.first_variable(c.layer)) not in trainable_ids
             ]
             if frozen and (isinstance(self.layers, list) or len(frozen) == len(chosen)):
                 raise ValueError(
@@ -220,6 +250,12 @@ class Penalty:
         return f"{type(self).__name__}({args})"
 
 
+def _size_weights(members):
+    """w_j = sqrt(group size) for every group of `members` (Yuan and Lin's group lasso)."""
+    group_size = sum(m.pre * m.post for m in members)
+    return np.full((members[0].n,), math.sqrt(group_size), dtype="float32")
+
+
 class NeuronPenalty(Penalty):
     """A penalty on neuron groups (kernel slice, bias, following BatchNorm)."""
 
@@ -243,11 +279,7 @@ class NeuronPenalty(Penalty):
             if _follows_as_batchnorm(call, use_call, graph):
                 extras.extend([use_call.layer.gamma, use_call.layer.beta])
         members = [kernel] + [Member(v, 1, n, 1) for v in extras if usable(v)]
-        weights = None
-        if self.weighted:
-            group_size = sum(m.pre * m.post for m in members)
-            weights = np.full((n,), math.sqrt(group_size), dtype="float32")
-        return Target(call.name, members, weights)
+        return Target(call.name, members, _size_weights(members) if self.weighted else None)
 
     def get_config(self):
         config = super().get_config()
@@ -277,6 +309,53 @@ class GroupLasso(NeuronPenalty):
     def group_factors(self, blocks, threshold, target):
         """The prox as one factor per group (n,): `prox` is `blocks * factors`."""
         return prox.group_soft_threshold_factors(blocks, threshold, target.group_weights)
+
+
+@keras.saving.register_keras_serializable(package="keras_compact")
+class HeadLasso(GroupLasso):
+    """Group lasso on attention heads: ``strength * sum_h w_h * ||head_h||_2``.
+
+    The group of head h of a `keras.layers.MultiHeadAttention` is its query,
+    key and value kernel slices and biases and the rows of the output
+    projection that read it (`keras_compact.attention`); its prox is the
+    block soft-threshold, so whole heads reach exactly zero and `compact`
+    removes them (fewer heads, each of the same size). Layers with heads are
+    any whose registry entry has `heads` (keras-hub's attention layers, once
+    `keras_compact.hub` registers them).
+
+    Args:
+        strength: lambda >= 0.
+        layers: a regex or a list of layer names; None selects every layer
+            with heads (model outputs included: heads are never outputs).
+        weighted: w_h = sqrt(group size) (Yuan and Lin) instead of 1.
+    """
+
+    outputs_excluded = False
+
+    def __init__(self, strength, layers=None, weighted=False):
+        super().__init__(strength, layers, include_bias=True, weighted=weighted)
+
+    def acts_on(self, layer):
+        """Layers whose registry entry has attention heads."""
+        return spec_for(layer).heads(layer) is not None
+
+    def first_variable(self, layer):
+        return spec_for(layer).heads(layer)[0].variable
+
+    def _target(self, call, graph, trainable):
+        trainable_ids = None if trainable is None else {id(v) for v in trainable}
+        members = [
+            m
+            for m in spec_for(call.layer).heads(call.layer)
+            if trainable_ids is None or id(m.variable) in trainable_ids
+        ]
+        weights = _size_weights(members) if self.weighted else None
+        return Target(call.name, members, weights, unit="heads")
+
+    def get_config(self):
+        config = super().get_config()
+        del config["include_bias"]
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")

@@ -112,6 +112,9 @@ class LayerSpec:
     # target shape, a Dropout's noise shape): a shared layer is rebuilt once,
     # so its calls must keep the same channels, as for a layer with weights.
     config_counts_channels = False
+    # Whether every input must have a channel axis (an input without one makes
+    # the call a barrier); False for a layer that also takes masks, say.
+    needs_input_channels = True
 
     def __init__(self, why="is not known to the compactor"):
         self.why = why
@@ -142,13 +145,18 @@ class LayerSpec:
         """
         return None
 
+    def changes(self, layer, masks, weights):
+        """Whether `rebuild` would change the layer (by default: whether any of its channels go)."""
+        return masks.changes()
+
     def rebuild(self, layer, masks, weights):
         """(config, {attribute: new value} or None) without the dropped channels.
 
         `masks` is a `CallMasks` (kept input/output channels and the constants
         of removed inputs); `weights` a `WeightCache`. A dict must hold every
-        weight of the new layer (parameters are counted from it); None keeps
-        the weights as they are.
+        weight of the new layer (parameters are counted from it), keyed by
+        attribute ('kernel') or, for a sublayer's weight, by the end of its
+        path ('query/kernel'); None keeps the weights as they are.
         """
         return layer.get_config(), None
 

@@ -100,6 +100,20 @@ def test_post_update_hook_runs_once_per_real_update(accumulation):
     assert float(keras.ops.convert_to_numpy(variable)[0]) < 1.0
 
 
+def test_call_argument_reads_positional_and_keyword_arguments_and_masks_are_seen():
+    query = keras.Input((4, 3))
+    tokens = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 3, mask_zero=True)(tokens)
+    attention = keras.layers.MultiHeadAttention(2, 2)
+    model = keras.Model([query, tokens], attention(query, embedded, use_causal_mask=True))
+    (_, inputs, _, arguments), = [c for c in adapter.operation_calls(model) if c[0] is attention]
+    assert adapter.call_argument(arguments, 0, "query") is query
+    assert adapter.call_argument(arguments, 1, "value") is embedded
+    assert adapter.call_argument(arguments, None, "use_causal_mask") is True
+    assert adapter.call_argument(arguments, 2, "key") is None
+    assert [adapter.has_implicit_mask(t) for t in inputs] == [False, True]
+
+
 def test_cross_replica_call_runs_under_the_default_strategy():
     optimizer = keras.optimizers.SGD()
     optimizer.build([keras.Variable(np.ones(2, "float32"))])  # _distribution_strategy
@@ -121,6 +135,7 @@ _INTERNALS = (
     "_flatten_layers",
     "_trainable_variables",
     "_get_variable_index",
+    "_keras_mask",
 )
 
 

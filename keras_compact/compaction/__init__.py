@@ -119,7 +119,7 @@ def compact(
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     rebuilt = rebuild(source, graph, analysis, weights)
-    report = make_report(source, graph, analysis, rebuilt)
+    report = make_report(source, graph, analysis, rebuilt, weights)
     if expansions:
         report.params_before = int(model.count_params())
         report.expanded = [dataclasses.asdict(e) for e in expansions]
@@ -195,7 +195,7 @@ def projected_size(model, channel_multiple=1):
         shapes = None
         if isinstance(layer, keras.layers.Layer) and id(layer) not in analysis.barrier_layers:
             masks = CallMasks(analysis, call)
-            if masks.changes():
+            if spec_for(layer).changes(layer, masks, weights):
                 new = spec_for(layer).rebuild(layer, masks, weights)[1]
                 shapes = None if new is None else {k: np.shape(v) for k, v in new.items()}
         if isinstance(layer, keras.layers.Layer) and id(layer) not in counted:

@@ -141,7 +141,7 @@ class ChannelAnalysis:
         try:
             if id(call.layer) in self.barrier_layers:
                 raise Barrier(self.barriers[call.name])
-            if any(source is None for source in inputs) or not inputs:
+            if not inputs or (spec.needs_input_channels and any(source is None for source in inputs)):
                 raise Barrier("an input has no known channel axis")
             if any(self._width(key) is None for key in call.outputs):
                 raise Barrier("an output has no known channel axis")

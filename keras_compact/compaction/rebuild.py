@@ -103,12 +103,13 @@ def _rebuild_layer(call, analysis, weights, used_names):
     """(new layer, its weights, whether it is a clone of the unchanged config)."""
     if not isinstance(layer, keras.layers.Layer):
         return layer, None, False  # a stateless keras.ops operation: reused as it is
+    spec = spec_for(layer)
     masks = CallMasks(analysis, call)
-    unchanged = id(layer) in analysis.barrier_layers or not masks.changes()
+    unchanged = id(layer) in analysis.barrier_layers or not spec.changes(layer, masks, weights)
     if unchanged:
         config, new_weights = layer.get_config(), None
     else:
-        config, new_weights = spec_for(layer).rebuild(layer, masks, weights)
+        config, new_weights = spec.rebuild(layer, masks, weights)
     config["name"] = _unique_name(call, used_names)
     new_layer = _from_config(layer, config)
     if new_weights is None:
@@ -149,10 +150,17 @@ def diagnose_clones(graph, rebuilt, seed=0):
     )
 
 
+def _weight_named(layer, name):
+    """`layer.<name>`, or for a name with '/' ('query/kernel') the weight whose path ends in it."""
+    if "/" not in name:
+        return getattr(layer, name)
+    return next(w for w in layer.weights if w.path.endswith("/" + name))
+
+
 def _assign(new_layer, new_weights, old_layer):
     if isinstance(new_weights, dict):
         for attribute, value in new_weights.items():
-            variable = getattr(new_layer, attribute)
+            variable = _weight_named(new_layer, attribute)
             variable.assign(np.asarray(value, dtype=variable.dtype))
         return
     if len(new_layer.weights) != len(new_weights):

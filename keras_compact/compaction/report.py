@@ -43,8 +43,9 @@ class LayerReport:
     params_after: int
     macs_before: object  # int, or None where a shape is unknown
     macs_after: object
-    dead_found: int  # output channels that are structurally constant (all-zero kernel slice)
+    dead_found: int  # units found inert from the weights (a neuron's constant output, a head's zero path)
     reason_kept: dict  # why the kept units stay: reason -> number of units
+    unit: str = "neurons"  # what `units` counts: "neurons" (output channels) or "heads"
 
 
 @dataclasses.dataclass
@@ -69,6 +70,7 @@ class CompactionReport:
     def table(self):
         """A readable text table, one row per neuron layer, then the totals."""
         header = ("layer", "type", "units", "dead", "params", "MMACs", "kept because")
+        units = {"neurons": "", "heads": " heads"}
         rows = []
         for entry in self.layers:
             reasons = ", ".join(
@@ -78,7 +80,7 @@ class CompactionReport:
                 (
                     entry.name,
                     entry.type,
-                    f"{entry.units_before} -> {entry.units_after}",
+                    f"{entry.units_before} -> {entry.units_after}{units[entry.unit]}",
                     str(entry.dead_found),
                     f"{entry.params_before:,} -> {entry.params_after:,}",
                     f"{_mega(entry.macs_before)} -> {_mega(entry.macs_after)}",
@@ -126,16 +128,39 @@ def _ratio(after, before):
     return f"{after / before:.1%}" if before else "n/a"
 
 
-def make_report(model, graph, analysis, rebuilt):
+def _head_entry(call, new_layer, weights, macs_before, macs_after):
+    """The report row of an attention layer: its heads, and why the kept ones stay."""
+    layer = call.layer
+    kept, _, _, reasons = spec_for(layer).kept_heads(layer, call, weights)
+    return LayerReport(
+        name=layer.name,
+        type=type(layer).__name__,
+        units_before=len(kept),
+        units_after=int(kept.sum()),
+        params_before=int(layer.count_params()),
+        params_after=int(new_layer.count_params()),
+        macs_before=macs_before.get(id(layer)),
+        macs_after=macs_after.get(id(new_layer)),
+        dead_found=int(len(kept) - sum(r == "alive" for r in reasons)),
+        reason_kept=dict(collections.Counter(r for r in reasons if r is not None)),
+        unit="heads",
+    )
+
+
+def make_report(model, graph, analysis, rebuilt, weights):
     new_graph = graph_lib.build_graph(rebuilt.model)
     macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
     layers, seen = [], set()
     for call in graph.calls:
         layer = call.layer
-        if not has_neurons(layer) or id(layer) in seen:
+        if id(layer) in seen or not (has_neurons(layer) or spec_for(layer).heads(layer) is not None):
             continue
         seen.add(id(layer))
         new_layer = rebuilt.layer_map[id(layer)]
+        if not has_neurons(layer):
+            if id(layer) not in analysis.barrier_layers:
+                layers.append(_head_entry(call, new_layer, weights, macs_before, macs_after))
+            continue
         out_key = call.outputs[0]
         if analysis.has_channels(out_key):
             kept = analysis.kept(out_key)

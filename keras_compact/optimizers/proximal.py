@@ -203,7 +203,8 @@ class ProximalMixin(adapter.PostUpdateHook):
                     shape=(entry.target.num_neurons,),
                     initializer="ones",
                     dtype="float32",
-                    name=f"neuron_mask_{entry.target.layer_name}",
+                    # A sublayer's name is '<block>/<layer>'; a variable's may not hold '/'.
+                    name=f"neuron_mask_{entry.target.layer_name.replace('/', '_')}",
                 )
         state.entries = entries
         state.variables = list(variables)
@@ -260,6 +261,7 @@ class ProximalMixin(adapter.PostUpdateHook):
                 members,
                 None if weights is None else np.asarray(weights, dtype="float32"),
                 group["neuron_groups"],
+                group.get("unit", "neurons"),
             )
             entries.append(_Entry(group["penalty"], target))
         return entries
@@ -278,6 +280,7 @@ class ProximalMixin(adapter.PostUpdateHook):
                 if entry.target.group_weights is None
                 else np.asarray(entry.target.group_weights).tolist(),
                 "neuron_groups": entry.target.neuron_groups,
+                "unit": entry.target.unit,
             }
             for entry in self._proximal.entries
         ]

@@ -165,6 +165,8 @@ class ChannelAnalysis:
         if not (getattr(call.layer, "weights", None) or spec.config_counts_channels):
             return
         for index, source in enumerate(inputs):
+            if source is None:  # an input without channels (an attention mask)
+                continue
             first = self._layer_inputs.setdefault((id(call.layer), index), source.slots)
             if first is not source.slots and len(first) == len(source.slots):
                 self.union(first, source.slots)

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_adapter as adapter
+from keras_compact import attention
 from keras_compact.compaction.expand import call_stock, note
 from keras_compact.registry import Barrier, LayerSpec, Member, register_layer, zero_slices
 
@@ -418,40 +419,22 @@ def llama_heads(layer):
 
 
 def inert_llama_heads(layer):
-    """(inert query heads (bool per head), the reason of each inert one)."""
-    heads, groups = layer.num_query_heads, layer.num_key_value_groups
-    output = keras.ops.convert_to_numpy(layer._output_dense.kernel)  # (H, head_dim, hidden)
-    value = keras.ops.convert_to_numpy(layer._value_dense.kernel)  # (hidden, KV, head_dim)
-    zero_rows = zero_slices(output, 0)
-    zero_value = np.repeat(zero_slices(value, 1), groups)  # query head h reads kv head h // groups
-    reasons = {}
-    for h in np.flatnonzero(zero_rows | zero_value).tolist():
-        reasons[h] = (
-            "zero output-projection rows" if zero_rows[h] else f"zero value kernel of key/value head {h // groups}"
-        )
-    return zero_rows | zero_value, reasons
+    """(inert query heads (bool per head), the reason of each inert one).
 
-
-def grouped_heads(inert, kv_heads):
-    """(kept query heads, kept key/value heads, query heads per kept key/value head).
-
-    A key/value head stays when one of its query heads is not inert; each
-    kept key/value head then keeps the same number of query heads (the most
-    any of them needs), inert ones filling up, so that the query-head count
-    stays a multiple of the key/value-head count. A layer whose every head
-    is inert keeps query head 0 and key/value head 0.
+    The rule of `attention.inert_heads` (Llama's projections have no bias):
+    query head h is inert when its output rows are zero or when the value
+    kernel of its key/value head h // repeats is.
     """
-    live = ~np.asarray(inert).reshape(kv_heads, -1)
-    groups = live.shape[1]
-    kept_kv = np.flatnonzero(live.any(axis=1))
-    if not len(kept_kv):
-        return np.array([0]), np.array([0]), 1
-    per_group = int(live[kept_kv].sum(axis=1).max())
-    kept_q = []
-    for kv in kept_kv.tolist():
-        order = sorted(range(groups), key=lambda r: (not live[kv, r], r))[:per_group]
-        kept_q.extend(kv * groups + r for r in sorted(order))
-    return np.array(kept_q), kept_kv, per_group
+    repeats = layer.num_key_value_groups
+    output = keras.ops.convert_to_numpy(layer._output_dense.kernel)  # (H, head_dim, hidden)
+    value = np.repeat(keras.ops.convert_to_numpy(layer._value_dense.kernel), repeats, axis=1)  # (hidden, H, head_dim)
+    inert, _ = attention.inert_heads(value, None, output, fold_allowed=False)
+    zero_rows = zero_slices(output, 0)
+    reasons = {
+        h: "zero output-projection rows" if zero_rows[h] else f"zero value kernel of key/value head {h // repeats}"
+        for h in np.flatnonzero(inert).tolist()
+    }
+    return inert, reasons
 
 
 def _rotary(x, angles):
@@ -486,7 +469,10 @@ def _llama_attention(layer, prefix, x, mask, positions=None):
     prefix = _name(prefix, layer)
     heads, kv_heads = layer.num_query_heads, layer.num_key_value_heads
     inert, reasons = inert_llama_heads(layer)
-    kept_q, kept_kv, per_group = grouped_heads(inert, kv_heads)
+    # Key/value heads go with their last query head; each kept one keeps as many query heads.
+    kept, kept_groups = attention.balanced_heads(inert, layer.num_key_value_groups)
+    kept_q, kept_kv = np.flatnonzero(kept), np.flatnonzero(kept_groups)
+    per_group = len(kept_q) // len(kept_kv)
     _note_heads(layer, prefix, heads, kv_heads, kept_q, kept_kv, reasons)
     weights = {
         name: keras.ops.convert_to_numpy(getattr(layer, name).kernel)
@@ -619,9 +605,7 @@ def _register_all():
     register_layer(TokenAndPositionEmbedding, HubLayerSpec(_expand_token_and_position_embedding))
     # keras-hub's CachedMultiHeadAttention is a MultiHeadAttention with a cache:
     # the same heads for penalties (it is expanded into a stock one anyway).
-    attention_spec = getattr(builtin_layers, "MultiHeadAttentionSpec", None)
-    if attention_spec is not None:
-        register_layer(CachedMultiHeadAttention, attention_spec())
+    register_layer(CachedMultiHeadAttention, attention.MultiHeadAttentionSpec())
     # The tanh-approximated gelu of BERT and GPT-2 is a raw op in the expanded
     # graph: an elementwise activation for the compactor (a dead neuron's
     # constant is gelu(bias)).

@@ -21,15 +21,13 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install 'keras-compact[hub]')")
 
 import keras_compact  # noqa: E402
-from keras_compact import builtin_layers, hub  # noqa: E402
+from keras_compact import attention, hub  # noqa: E402
 from keras_compact.compaction.expand import expand_model  # noqa: E402
 from keras_compact.compaction.verify import predict, random_batch  # noqa: E402
 from keras_compact.numerics import relative_difference  # noqa: E402
 from keras_compact.registry import spec_for  # noqa: E402
 
 HIDDEN, FFN, HEADS = 16, 32, 4
-# Heads go in the compactor's MultiHeadAttention entry (BERT, GPT-2, ViT).
-HAS_ATTENTION_ENTRY = hasattr(builtin_layers, "MultiHeadAttentionSpec")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -196,7 +194,6 @@ def test_compact_removes_dead_neurons_and_computes_the_same(name, compacted):
     assert report.params_after < report.params_before == model.count_params()
 
 
-@pytest.mark.skipif(not HAS_ATTENTION_ENTRY, reason="waits for the MultiHeadAttention registry entry (main)")
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_compact_removes_dead_attention_heads(name, compacted):
     _, expected, small, _ = compacted[name]
@@ -233,17 +230,17 @@ def test_llama_inert_heads_go_at_expansion_in_whole_groups(compacted):
     ]
 
 
-def test_grouped_heads_keep_the_query_count_a_multiple_of_the_key_value_count():
-    def grouped(inert, kv_heads):
-        kept_q, kept_kv, per_group = hub.grouped_heads(np.array(inert, dtype=bool), kv_heads)
-        return kept_q.tolist(), kept_kv.tolist(), per_group
+def test_llama_head_selection_keeps_the_query_count_a_multiple_of_the_key_value_count():
+    """The rule Llama's expansion applies (`attention.balanced_heads`), on its inertness."""
+    def kept(inert, kv_heads):
+        query, groups = attention.balanced_heads(np.array(inert, dtype=bool), len(inert) // kv_heads)
+        return np.flatnonzero(query).tolist(), np.flatnonzero(groups).tolist()
 
-    assert grouped([0, 1, 0, 1], 2) == ([0, 2], [0, 1], 1)
-    assert grouped([0, 1, 0, 0], 2) == ([0, 1, 2, 3], [0, 1], 2)  # head 1 fills kv head 0's group
-    assert grouped([1, 1, 0, 1], 2) == ([2], [1], 1)
-    assert grouped([1, 1, 1, 1], 2) == ([0], [0], 1)  # a layer keeps one head
-    assert grouped([1, 0, 0, 1, 1, 1], 3) == ([1, 2], [0, 1], 1)
-    assert grouped([0, 0, 1, 0, 1, 1], 3) == ([0, 1, 2, 3], [0, 1], 2)
+    assert kept([0, 1, 0, 1], 2) == ([0, 2], [0, 1])
+    assert kept([0, 1, 0, 0], 2) == ([0, 1, 2, 3], [0, 1])  # head 1 fills kv head 0's group
+    assert kept([1, 1, 0, 1], 2) == ([2], [1])
+    assert kept([1, 1, 1, 1], 2) == ([0], [0])  # a layer keeps one head
+    assert kept([0, 0, 1, 0, 1, 1], 3) == ([0, 1, 2, 3], [0, 1])
 
 
 def test_llama_heads_are_the_groups_a_head_penalty_zeroes():
@@ -342,3 +339,40 @@ def test_compact_vit_exports_to_tflite(compacted, tmp_path):
     report = keras_compact.export(small, str(tmp_path / "vit.tflite"), format="tflite")
     assert report.max_rel_diff <= 1e-4
     assert (tmp_path / "vit.tflite").stat().st_size > 0
+
+
+def test_head_and_group_lasso_train_the_keras_hub_model_as_it_is_and_compact_removes_what_died():
+    """ProxSGD trains BertBackbone itself; the prox reaches its blocks' own sublayers."""
+    keras.utils.set_random_seed(6)
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=40, num_layers=2, num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=FFN,
+        max_sequence_length=16, dropout=0.0,
+    )
+    first, second = model.get_layer("transformer_layer_0"), model.get_layer("transformer_layer_1")
+    model.compile(
+        keras_compact.ProxSGD(0.1, penalties=[
+            keras_compact.HeadLasso(100.0, layers=["transformer_layer_0/self_attention_layer"]),
+            keras_compact.GroupLasso(100.0, layers=["transformer_layer_1/feedforward_intermediate_dense"]),
+        ]),
+        loss="mse",
+    )
+    rng = np.random.default_rng(6)
+    inputs = {
+        "token_ids": rng.integers(0, 40, (16, 8)).astype("int32"),
+        "segment_ids": rng.integers(0, 2, (16, 8)).astype("int32"),
+        "padding_mask": np.ones((16, 8), "int32"),
+    }
+    targets = {"sequence_output": rng.standard_normal((16, 8, HIDDEN)), "pooled_output": rng.standard_normal((16, HIDDEN))}
+    model.fit(inputs, targets, epochs=2, batch_size=8, verbose=0)
+    # The keras-hub model's own variables: every head of block 0, every intermediate neuron of block 1.
+    for weight in first._self_attention_layer.weights:
+        if not weight.path.endswith("attention_output/bias"):
+            assert not np.any(keras.ops.convert_to_numpy(weight)), weight.path
+    assert not np.any(keras.ops.convert_to_numpy(second._feedforward_intermediate_dense.kernel))
+    assert np.all(np.any(keras.ops.convert_to_numpy(second._self_attention_layer._output_dense.kernel), axis=(1, 2)))
+    small, report = keras_compact.compact(model, sample_data=inputs)
+    assert small.get_layer("transformer_layer_0_self_attention_layer").num_heads == 1  # a layer keeps one
+    assert small.get_layer("transformer_layer_1_self_attention_layer").num_heads == HEADS
+    assert small.get_layer("transformer_layer_0_feedforward_intermediate_dense").units == FFN
+    assert small.get_layer("transformer_layer_1_feedforward_intermediate_dense").units == 1
+    assert report.max_rel_diff <= 1e-4

@@ -376,3 +376,30 @@ def test_head_and_group_lasso_train_the_keras_hub_model_as_it_is_and_compact_rem
     assert small.get_layer("transformer_layer_0_feedforward_intermediate_dense").units == FFN
     assert small.get_layer("transformer_layer_1_feedforward_intermediate_dense").units == 1
     assert report.max_rel_diff <= 1e-4
+
+
+def test_head_lasso_kills_llama_query_heads_through_their_members_and_the_expansion_drops_them():
+    keras.utils.set_random_seed(8)
+    model = keras_hub.models.LlamaBackbone(
+        vocabulary_size=40, num_layers=2, num_query_heads=HEADS, num_key_value_heads=2, hidden_dim=HIDDEN,
+        intermediate_dim=FFN,
+    )
+    model.compile(
+        keras_compact.ProxSGD(0.1, penalties=[
+            keras_compact.HeadLasso(100.0, layers=["transformer_layer_1/self_attention"]),
+            keras_compact.GroupLasso(100.0, layers=["transformer_layer_0/feedforward_gate_dense"]),
+        ]),
+        loss="mse",
+    )
+    rng = np.random.default_rng(8)
+    inputs = {"token_ids": rng.integers(0, 40, (16, 8)).astype("int32"), "padding_mask": np.ones((16, 8), "int32")}
+    model.fit(inputs, rng.standard_normal((16, 8, HIDDEN)), epochs=2, batch_size=8, verbose=0)
+    attention_1 = model.get_layer("transformer_layer_1")._self_attention_layer
+    assert hub.inert_llama_heads(attention_1)[0].all()
+    assert not hub.inert_llama_heads(model.get_layer("transformer_layer_0")._self_attention_layer)[0].any()
+    small, report = keras_compact.compact(model, sample_data=inputs)
+    assert small.get_layer("transformer_layer_1_self_attention_query").kernel.shape[1] == 1
+    assert small.get_layer("transformer_layer_0_self_attention_query").kernel.shape[1] == HEADS
+    assert small.get_layer("transformer_layer_0_feedforward_gate_dense").units == 1
+    assert small.get_layer("transformer_layer_1_feedforward_gate_dense").units == FFN
+    assert report.max_rel_diff <= 1e-4

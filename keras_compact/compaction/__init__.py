@@ -82,7 +82,11 @@ def compact(
     or when nothing reads it (all outgoing weights zero). Channels coupled by
     Add, Multiply, ... go together. Model outputs keep all their channels.
     Removing channels is exact; factorization (below) cuts singular values
-    up to `rank_rtol` and is verified like the rest.
+    up to `rank_rtol` and is verified like the rest. A layer whose registry
+    entry can expand it (keras-hub's transformer blocks, `keras_compact.hub`)
+    is first replaced by stock Keras layers computing the same (`expand.py`),
+    and with `verify` that expanded model is compared with `model` before
+    anything is removed.
 
     Args:
         model: a built Sequential or Functional model (nested models, shared
@@ -114,7 +118,7 @@ def compact(
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     check_finite_weights(model)
-    source, expansions = _expanded(model, sample_data, atol, rtol, seed)
+    source, expansions = _expanded(model, sample_data, atol, rtol, seed, verify)
     graph = graph_lib.build_graph(source)
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
@@ -152,15 +156,15 @@ def compact(
 # -- expansion (keras-hub blocks and other layers whose entry can `expand` them) --
 
 
-def _expanded(model, sample_data, atol, rtol, seed):
+def _expanded(model, sample_data, atol, rtol, seed, verify):
     """(the model to compact, [Expansion]): `model` with its expandable calls expanded.
 
-    The expanded model is checked against `model` before anything is removed
-    (always: an expansion is a rewrite, not a removal), so that a difference
-    is blamed on the block, not on the compactor.
+    With `verify`, the expanded model is checked against `model` before
+    anything is removed, so that a difference is blamed on the block that
+    was expanded, not on the compactor.
     """
     expanded, expansions = expand_model(model)
-    if not any(e.why_not is None for e in expansions):
+    if not verify or not any(e.why_not is None for e in expansions):
         return expanded, expansions
     try:
         verify_models(

@@ -403,3 +403,25 @@ def test_head_lasso_kills_llama_query_heads_through_their_members_and_the_expans
     assert small.get_layer("transformer_layer_0_feedforward_gate_dense").units == 1
     assert small.get_layer("transformer_layer_1_feedforward_gate_dense").units == FFN
     assert report.max_rel_diff <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_compact_token_models_convert_to_tflite_builtins(name, compacted, tmp_path):
+    """Their raw ops (positions, masks, rotary embeddings, gelu) are TFLite builtins.
+
+    Through SavedModel and the converter directly: `keras_compact.export`
+    verifies single-input models only, and these take token ids and a mask.
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, _, small, _ = compacted[name]
+    small.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    batch = random_batch(small, seed=3, batch_size=1)
+    outputs = runner(**batch)
+    for expected, key in zip(predict(small, batch), sorted(outputs)):
+        assert relative_difference(expected, np.asarray(outputs[key])) <= 1e-4

@@ -268,7 +268,10 @@ def _expand_decoder(layer, arguments):
     # The mask keras-hub passes, built the same way (not MultiHeadAttention's
     # use_causal_mask): MultiHeadAttention takes another kernel path for it,
     # which may differ on rows whose every key is masked.
-    mask = _causal_mask(x, padding, attention) if arguments["use_causal_mask"] else _merged_mask(padding, attention)
+    if arguments["use_causal_mask"]:
+        mask = _causal_mask(x, padding, attention)
+    else:
+        mask = _merged_mask(padding, attention)
     prefix, first = layer.name, layer.normalize_first
     residual = x
     if first:
@@ -333,7 +336,8 @@ def _expand_vit_patching(layer, arguments):
         raise Barrier("channels_first images are not expanded")
     prefix = layer.name
     x = _copy(layer.patch_embedding, prefix, arguments["inputs"])
-    x = call_stock(L.Reshape, {"target_shape": (layer.num_patches, layer.hidden_dim), "name": f"{prefix}_flatten"}, None, x)
+    reshape = {"target_shape": (layer.num_patches, layer.hidden_dim), "name": f"{prefix}_flatten"}
+    x = call_stock(L.Reshape, reshape, None, x)
     if layer.use_class_token:
         # The class token as a one-row Embedding looked up at id 0: a learned
         # (1, hidden) row for every sample, with no shape arithmetic.
@@ -427,11 +431,14 @@ def inert_llama_heads(layer):
     """
     repeats = layer.num_key_value_groups
     output = keras.ops.convert_to_numpy(layer._output_dense.kernel)  # (H, head_dim, hidden)
-    value = np.repeat(keras.ops.convert_to_numpy(layer._value_dense.kernel), repeats, axis=1)  # (hidden, H, head_dim)
+    value = keras.ops.convert_to_numpy(layer._value_dense.kernel)  # (hidden, KV, head_dim)
+    value = np.repeat(value, repeats, axis=1)  # query head h reads key/value head h // repeats
     inert, _ = attention.inert_heads(value, None, output, fold_allowed=False)
     zero_rows = zero_slices(output, 0)
     reasons = {
-        h: "zero output-projection rows" if zero_rows[h] else f"zero value kernel of key/value head {h // repeats}"
+        h: "zero output-projection rows"
+        if zero_rows[h]
+        else f"zero value kernel of key/value head {h // repeats}"
         for h in np.flatnonzero(inert).tolist()
     }
     return inert, reasons

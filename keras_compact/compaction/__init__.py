@@ -177,7 +177,9 @@ def _expanded(model, sample_data, atol, rtol, seed, verify):
             diagnose=lambda data: diagnose_expansions(model, seed),
         )
     except CompactionError as error:
-        raise CompactionError(f"Expanding the blocks of model '{model.name}' into stock Keras layers: {error}") from None
+        raise CompactionError(
+            f"Expanding the blocks of model '{model.name}' into stock Keras layers: {error}"
+        ) from None
     return expanded, expansions
 
 

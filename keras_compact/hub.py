@@ -367,7 +367,7 @@ def _expand_vit_mlp(layer, arguments):
 
 
 def _vit_block_sublayers(layer):
-    return [layer.mha, layer.mlp.dense_1]
+    return [layer.mha, layer.mlp]
 
 
 def _vit_block(layer, x):
@@ -389,7 +389,9 @@ def _expand_vit_block(layer, arguments):
 
 
 def _vit_encoder_sublayers(layer):
-    return [sub for block in layer.encoder_layers for sub in _vit_block_sublayers(block)]
+    # The blocks, whose entries give their own sublayers: penalties see
+    # "vit_encoder/transformer_block_1/mha", one name per layer.
+    return list(layer.encoder_layers)
 
 
 def _expand_vit_encoder(layer, arguments):

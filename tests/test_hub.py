@@ -25,6 +25,7 @@ from keras_compact import attention, hub  # noqa: E402
 from keras_compact.compaction.expand import expand_model  # noqa: E402
 from keras_compact.compaction.verify import predict, random_batch  # noqa: E402
 from keras_compact.numerics import relative_difference  # noqa: E402
+from keras_compact.penalties import layer_calls  # noqa: E402
 from keras_compact.registry import spec_for  # noqa: E402
 
 HIDDEN, FFN, HEADS = 16, 32, 4
@@ -269,9 +270,19 @@ def test_sublayers_are_attention_and_intermediate_dense_never_the_output_dense()
         block._self_attention_layer, block._feedforward_gate_dense, block._feedforward_intermediate_dense
     ]
     model, _ = vit()
-    encoder = model.get_layer("vit_encoder")
-    sublayers = spec_for(encoder).sublayers(encoder)
-    assert sublayers == [sub for b in encoder.encoder_layers for sub in (b.mha, b.mlp.dense_1)]
+    names = [call.name for call in layer_calls(keras_compact.graph.build_graph(model))]
+    assert [name for name in names if name.startswith("vit_encoder/")] == [
+        "vit_encoder/transformer_block_1",
+        "vit_encoder/transformer_block_1/mha",
+        "vit_encoder/transformer_block_1/mlp",
+        "vit_encoder/transformer_block_1/mlp/dense_1",
+        "vit_encoder/transformer_block_2",
+        "vit_encoder/transformer_block_2/mha",
+        "vit_encoder/transformer_block_2/mlp",
+        "vit_encoder/transformer_block_2/mlp/dense_1",
+    ]
+    (target,) = keras_compact.GroupLasso(0.1, layers="dense_1").resolve(model)[:1]
+    assert target.layer_name == "vit_encoder/transformer_block_1/mlp/dense_1"
 
 
 def test_a_block_call_the_expansion_does_not_know_stays_a_barrier():

@@ -150,3 +150,17 @@ def test_a_budget_lands_on_heads_and_feed_forward_neurons(digits):
     rows = {row.name: row for row in report.layers}
     assert rows["mha"].units_after < 4 and rows["ffn_in"].units_after < 64
     assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.6  # chance is 0.1
+
+
+def test_compress_penalizes_the_heads_of_a_transformer(digits):
+    from keras_compact.compress import compress
+
+    x, y, x_test, y_test = digits
+    model = tiny_transformer(seed=1)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    result = compress(
+        model, (x, y), params=0.45, epochs=6, finetune_epochs=1, validation_data=(x_test, y_test), verbose=0
+    )
+    rows = {row.name: row for row in result.report.layers}
+    assert rows["mha"].unit == "heads" and rows["mha"].units_after < 4
+    assert result.report.params_after <= 0.45 * model.count_params()

@@ -694,6 +694,14 @@ _ELEMENTWISE_OP = ElementwiseOpSpec()
 
 def fallback_spec(operation):
     """The spec of an operation with no registry entry."""
+    if type(operation).__module__.startswith("keras_hub."):
+        # keras-hub is optional: its entries are registered the first time one of its layers is seen.
+        from keras_compact import hub
+
+        if hub.register():  # True only the first time, so this cannot recurse
+            from keras_compact.registry import spec_for
+
+            return spec_for(operation)
     if adapter.elementwise_op_name(operation) is not None:
         return _ELEMENTWISE_OP
     if isinstance(operation, (L.RNN, L.MultiHeadAttention, L.Attention)):

@@ -39,6 +39,7 @@ optional extra (`pip install 'keras-compact[hub]'`), and `import
 keras_compact` does not import this module: `register()` does, once.
 """
 
+import importlib
 import inspect
 
 import keras
@@ -61,7 +62,7 @@ def register():
     if _REGISTERED:
         return False
     try:
-        import keras_hub  # noqa: F401
+        importlib.import_module("keras_hub")
     except ImportError:
         return False
     _REGISTERED = True

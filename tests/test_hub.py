@@ -436,3 +436,24 @@ def test_compact_token_models_convert_to_tflite_builtins(name, compacted, tmp_pa
     outputs = runner(**batch)
     for expected, key in zip(predict(small, batch), sorted(outputs)):
         assert relative_difference(expected, np.asarray(outputs[key])) <= 1e-4
+
+
+_UNREGISTERED = """
+import keras, keras_hub, keras_compact as kc
+from keras_compact import hub
+backbone = keras_hub.models.BertBackbone(
+    vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=8
+)
+names = sorted(t.layer_name for t in kc.HeadLasso(0.1).resolve(backbone) + kc.GroupLasso(0.1).resolve(backbone))
+print(hub.register(), names)
+"""
+
+
+def test_keras_hub_layers_are_learned_the_first_time_one_is_met():
+    """In a fresh process, with no `hub.register()` call: penalties find the blocks' sublayers."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", _UNREGISTERED], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == (
+        "False ['transformer_layer_0/feedforward_intermediate_dense', 'transformer_layer_0/self_attention_layer']"
+    )

@@ -214,14 +214,8 @@ def _attention_sublayers(layer):
 # -- BERT: TransformerEncoder -----------------------------------------------------
 
 
-def _encoder_sublayers(layer):
-    return [layer._self_attention_layer, layer._feedforward_intermediate_dense]
-
-
-def _expand_encoder(layer, arguments):
-    _reject(arguments, return_attention_scores="attention scores as a second output")
-    x = arguments["inputs"]
-    mask = _merged_mask(arguments["padding_mask"], arguments["attention_mask"])
+def _self_attention_block(layer, x, mask):
+    """A TransformerEncoder, or a TransformerDecoder without cross-attention: attention, then the FFN."""
     prefix, first = layer.name, layer.normalize_first
     residual = x
     if first:
@@ -242,6 +236,17 @@ def _expand_encoder(layer, arguments):
         x = _copy(layer._feedforward_layer_norm, prefix, x)
     _residual_note(layer, x)
     return x
+
+
+def _encoder_sublayers(layer):
+    return [layer._self_attention_layer, layer._feedforward_intermediate_dense]
+
+
+def _expand_encoder(layer, arguments):
+    _reject(arguments, return_attention_scores="attention scores as a second output")
+    x = arguments["inputs"]
+    mask = _merged_mask(arguments["padding_mask"], arguments["attention_mask"])
+    return _self_attention_block(layer, x, mask)
 
 
 # -- GPT-2: TransformerDecoder without cross-attention ----------------------------
@@ -273,26 +278,7 @@ def _expand_decoder(layer, arguments):
         mask = _causal_mask(x, padding, attention)
     else:
         mask = _merged_mask(padding, attention)
-    prefix, first = layer.name, layer.normalize_first
-    residual = x
-    if first:
-        x = _copy(layer._self_attention_layer_norm, prefix, x)
-    x = _attention(layer._self_attention_layer, prefix, x, attention_mask=mask)
-    x = _dropout(layer._self_attention_dropout, prefix, x)
-    x = _add(x, residual, f"{prefix}_self_attention_residual")
-    if not first:
-        x = _copy(layer._self_attention_layer_norm, prefix, x)
-    residual = x
-    if first:
-        x = _copy(layer._feedforward_layer_norm, prefix, x)
-    x = _dense(layer._feedforward_intermediate_dense, prefix, x)
-    x = _dense(layer._feedforward_output_dense, prefix, x)
-    x = _dropout(layer._feedforward_dropout, prefix, x)
-    x = _add(x, residual, f"{prefix}_feedforward_residual")
-    if not first:
-        x = _copy(layer._feedforward_layer_norm, prefix, x)
-    _residual_note(layer, x)
-    return x
+    return _self_attention_block(layer, x, mask)
 
 
 # -- embeddings ---------------------------------------------------------------------

@@ -75,27 +75,28 @@ def _kill_ffn(intermediate):
     return 4
 
 
-def bert():
-    keras.utils.set_random_seed(1)
-    model = keras_hub.models.BertBackbone(
+def _text_model(backbone_class, seed, **extra):
+    """A two-block BERT or GPT-2 with feed-forward neurons dead in both blocks."""
+    keras.utils.set_random_seed(seed)
+    model = backbone_class(
         vocabulary_size=40, num_layers=2, num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=FFN,
-        max_sequence_length=16,
+        max_sequence_length=16, **extra,
     )
-    for block in (model.get_layer("transformer_layer_0"), model.get_layer("transformer_layer_1")):
-        dead = _kill_ffn(block._feedforward_intermediate_dense)
-    _zero_output_rows(model.get_layer("transformer_layer_0")._self_attention_layer, 2)
+    blocks = [model.get_layer(f"transformer_layer_{i}") for i in range(2)]
+    dead = [_kill_ffn(block._feedforward_intermediate_dense) for block in blocks][-1]
+    return model, blocks, dead
+
+
+def bert():
+    model, blocks, dead = _text_model(keras_hub.models.BertBackbone, 1)
+    _zero_output_rows(blocks[0]._self_attention_layer, 2)
     return model, {"ffn_dead": dead, "heads_dead": {"transformer_layer_0": 1, "transformer_layer_1": 0}}
 
 
 def gpt2():
-    keras.utils.set_random_seed(2)
-    model = keras_hub.models.GPT2Backbone(
-        vocabulary_size=40, num_layers=2, num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=FFN,
-        max_sequence_length=16, dropout=0.0,  # the fused attention kernel path (BERT takes the other)
-    )
-    for block in (model.get_layer("transformer_layer_0"), model.get_layer("transformer_layer_1")):
-        dead = _kill_ffn(block._feedforward_intermediate_dense)
-    _zero_value_head(model.get_layer("transformer_layer_1")._self_attention_layer, 0)
+    # dropout=0: the fused attention kernel path (BERT takes the other).
+    model, blocks, dead = _text_model(keras_hub.models.GPT2Backbone, 2, dropout=0.0)
+    _zero_value_head(blocks[1]._self_attention_layer, 0)
     return model, {"ffn_dead": dead, "heads_dead": {"transformer_layer_0": 0, "transformer_layer_1": 1}}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from keras_compact import _keras_adapter as adapter
 from keras_compact import graph as graph_lib
 from keras_compact.compaction.rebuild import _from_config, _unique_name
+from keras_compact.numerics import outputs_differ
 from keras_compact.registry import Barrier, LayerSpec, spec_for
 
 
@@ -200,8 +201,7 @@ def diagnose_expansions(model, seed=0):
         args, kwargs = adapter.fill_in_arguments(call.arguments, concrete)
         before = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(call.layer(*args, **kwargs))]
         after = expanded([concrete[id(t)] for t in inputs])
-        after = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(after)]
-        if any(a.shape != b.shape or not np.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(before, after)):
+        if outputs_differ(before, [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(after)]):
             culprits.append(f"'{call.name}' ({type(call.layer).__name__})")
     if not culprits:
         return ""

@@ -280,7 +280,7 @@ class BudgetController(keras.callbacks.Callback):
             )
 
     def _removal_order(self):
-        """Coupled groups of live penalized neurons, weakest first: [[(layer, index), ...], ...]."""
+        """Coupled groups of live penalized neurons, and heads, weakest first: [[(layer, index), ...], ...]."""
         graph = graph_lib.build_graph(self.model)
         analysis = analyze(graph, WeightCache(), self.channel_multiple)
         structural = analysis.structural_roots()
@@ -300,16 +300,18 @@ class BudgetController(keras.callbacks.Callback):
             if target is None:
                 blocked.update(roots.tolist())  # a neuron nothing may zero keeps its group alive
                 continue
-            # Each neuron's norm relative to the median live neuron of its layer:
-            # layers differ in scale (a wide layer's weights are small), and an
-            # absolute ranking empties whole layers of an untrained-looking net.
-            norms_here = np.sqrt(_group_squares(target))
-            live = norms_here[norms_here > 0]
-            scale = float(np.median(live)) if live.size else 1.0
+            relative = _relative_norms(target)
             for index, root in enumerate(roots.tolist()):
                 members.setdefault(root, []).append((layer.name, index))
                 # A coupled group is as strong as its strongest member.
-                norms[root] = max(norms.get(root, 0.0), norms_here[index] / scale)
+                norms[root] = max(norms.get(root, 0.0), relative[index])
+        # Attention heads (HeadLasso) are coupled to nothing: each head is its own group.
+        for name, target in targets.items():
+            if target.unit == "heads":
+                relative = _relative_norms(target)
+                for index in range(target.num_neurons):
+                    members[(name, index)] = [(name, index)]
+                    norms[(name, index)] = relative[index]
         order = sorted((root for root in members if root not in blocked and norms[root] > 0), key=norms.get)
         return [members[root] for root in order]
 
@@ -374,6 +376,17 @@ def _dense_size(model):
     from keras_compact.compaction.report import multiply_adds
 
     return int(model.count_params()), int(multiply_adds(model))
+
+
+def _relative_norms(target):
+    """Each group's norm relative to the median live group of its layer.
+
+    Layers differ in scale (a wide layer's weights are small), and an
+    absolute ranking empties whole layers of an untrained-looking net.
+    """
+    norms = np.sqrt(_group_squares(target))
+    live = norms[norms > 0]
+    return norms / (float(np.median(live)) if live.size else 1.0)
 
 
 def _group_squares(target):

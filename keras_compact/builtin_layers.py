@@ -684,6 +684,8 @@ register_layer(L.Softmax, BarrierSpec("softmax mixes channels"))
 register_layer(L.LayerNormalization, BarrierSpec("LayerNormalization mixes channels"))
 register_layer(L.GroupNormalization, BarrierSpec("GroupNormalization mixes channels"))
 register_layer(L.UnitNormalization, BarrierSpec("UnitNormalization mixes channels"))
+register_layer(L.RMSNormalization, BarrierSpec("RMSNormalization mixes channels"))
+register_layer(L.EinsumDense, BarrierSpec("EinsumDense: its equation's axes are not read by the compactor"))
 register_layer(L.Normalization, BarrierSpec("Normalization keeps its own per-feature statistics"))
 register_layer(L.Lambda, BarrierSpec("a Lambda layer's computation is opaque"))
 register_layer(L.MultiHeadAttention, MultiHeadAttentionSpec())
@@ -694,6 +696,14 @@ _ELEMENTWISE_OP = ElementwiseOpSpec()
 
 def fallback_spec(operation):
     """The spec of an operation with no registry entry."""
+    if type(operation).__module__.startswith("keras_hub."):
+        # keras-hub is optional: its entries are registered the first time one of its layers is seen.
+        from keras_compact import hub
+
+        if hub.register():  # True only the first time, so this cannot recurse
+            from keras_compact.registry import spec_for
+
+            return spec_for(operation)
     if adapter.elementwise_op_name(operation) is not None:
         return _ELEMENTWISE_OP
     if isinstance(operation, (L.RNN, L.MultiHeadAttention, L.Attention)):

@@ -15,7 +15,9 @@ from keras_compact.budget import BudgetController
 from keras_compact.compaction import compact
 from keras_compact.files import atomic_path
 from keras_compact.optimizers import ProxSGD
-from keras_compact.penalties import GroupLasso
+from keras_compact import graph as graph_lib
+from keras_compact.penalties import GroupLasso, HeadLasso, layer_calls
+from keras_compact.registry import spec_for
 
 
 @dataclasses.dataclass
@@ -126,7 +128,8 @@ def compress(
         params, macs: the budget (see `BudgetController`).
         epochs: epochs of sparse training (ProxSGD with a GroupLasso on every
             hidden layer, groups weighted by sqrt(size): under the budget controller
-            it kept more accuracy than unweighted groups, BENCHMARKS.md "Budgets").
+            it kept more accuracy than unweighted groups, BENCHMARKS.md "Budgets";
+            and a HeadLasso, weighted too, where the model has attention layers).
         finetune_epochs: epochs of plain SGD on the compact model (default
             `epochs // 2`, at a tenth of the learning rate).
         validation_data: (x, y) to evaluate the input, the compact and the
@@ -151,7 +154,7 @@ def compress(
     else:
         trained = _copy(model)
         trained.compile(
-            optimizer=ProxSGD(learning_rate, momentum=momentum, penalties=[GroupLasso(strength, weighted=True)]),
+            optimizer=ProxSGD(learning_rate, momentum=momentum, penalties=_penalties(model, strength)),
             loss=loss,
             metrics=metrics,
         )
@@ -185,6 +188,15 @@ def compress(
         metrics_after=_evaluate(compact_model, validation_data, batch_size),
         budget={"params": params, "macs": macs},
     )
+
+
+def _penalties(model, strength):
+    """Weighted group lasso on the hidden neurons, and on the heads of any attention layer."""
+    penalties = [GroupLasso(strength, weighted=True)]
+    graphs = [graph_lib.build_graph(part) for part in graph_lib.functional_parts(model)]
+    if any(spec_for(call.layer).heads(call.layer) is not None for graph in graphs for call in layer_calls(graph)):
+        penalties.append(HeadLasso(strength, weighted=True))
+    return penalties
 
 
 def _compiled(model, loss, metrics):

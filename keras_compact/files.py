@@ -112,6 +112,30 @@ def _signals_end_the_write():
                 _received.clear()
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait while the block creates a temporary, until `release()` is called.
+
+    Between creating a temporary and entering the `try` that removes it, a
+    signal would leave it behind. Held back by the operating system, it is
+    handled only at `release()`, which the caller makes the first statement
+    of that `try`; if the block fails, it is released on the way out. Where
+    signal masks do not exist (Windows), nothing is held.
+    """
+    signals = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals) if hasattr(signal, "pthread_sigmask") else None
+
+    def release():
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    try:
+        yield release
+    except BaseException:
+        release()
+        raise
+
+
 def check_writable(path, what="output", folder=False):
     """Raise a clear `OSError` subclass now if `path` cannot be written later.
 
@@ -177,9 +201,11 @@ def atomic_path(path):
     path = os.fspath(path)
     with _parent_folder(path) as folder:
         suffix = os.path.splitext(path)[1]
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
-        os.close(handle)
+        with _signals_held() as release:
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX, suffix=suffix)
+            os.close(handle)
         try:
+            release()
             with _signals_end_the_write() as check_signals:
                 yield temporary
                 check_signals()
@@ -203,9 +229,11 @@ def atomic_directory(path):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise FileExistsError(f"'{path}' exists and is not a folder: choose another destination.")
     with _parent_folder(path) as folder:
-        scratch = tempfile.mkdtemp(dir=folder, prefix=TEMPORARY_PREFIX)
+        with _signals_held() as release:
+            scratch = tempfile.mkdtemp(dir=folder, prefix=TEMPORARY_PREFIX)
         temporary = os.path.join(scratch, "new")
         try:
+            release()
             with _signals_end_the_write() as check_signals:
                 yield temporary
                 check_signals()

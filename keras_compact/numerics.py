@@ -16,3 +16,15 @@ def relative_difference(expected, actual):
         return 0.0
     scale = max(1.0, float(np.max(np.abs(expected))))
     return float(np.max(np.abs(actual - expected))) / scale
+
+
+def outputs_differ(expected, actual, atol=1e-5, rtol=1e-4):
+    """Whether two lists of output arrays differ in shape or beyond `np.allclose(atol, rtol)`.
+
+    The check `diagnose_*` uses to name the one layer that computes something else.
+    """
+    expected = [np.asarray(e) for e in expected]
+    actual = [np.asarray(a) for a in actual]
+    return len(expected) != len(actual) or any(
+        e.shape != a.shape or not np.allclose(e, a, atol=atol, rtol=rtol) for e, a in zip(expected, actual)
+    )

@@ -117,3 +117,50 @@ def test_needs_a_proximal_optimizer_with_a_neuron_penalty(digits):
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match="keras_compact proximal optimizer"):
         model.fit(x[:64], y[:64], verbose=0, callbacks=[kc.BudgetController(params=0.5)])
+
+
+def tiny_transformer(seed=0):
+    """Digits as 8 tokens (rows) of 8 pixels: one pre-norm block of 4 heads and a 64-unit FFN."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    tokens = keras.layers.Dense(32, name="embed")(keras.layers.Reshape((8, 8))(inputs))
+    x = keras.layers.LayerNormalization()(tokens)
+    x = keras.layers.Add()([tokens, keras.layers.MultiHeadAttention(4, 8, name="mha")(x, x)])
+    f = keras.layers.Dense(64, activation="gelu", name="ffn_in")(keras.layers.LayerNormalization()(x))
+    x = keras.layers.Add()([x, keras.layers.Dense(32, name="ffn_out")(f)])
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="tiny_transformer")
+
+
+def test_a_budget_lands_on_heads_and_feed_forward_neurons(digits):
+    x, y, x_test, y_test = digits
+    model = tiny_transformer()
+    dense_params = model.count_params()
+    model.compile(
+        kc.ProxSGD(0.05, momentum=0.9, penalties=[kc.HeadLasso(1e-3), kc.GroupLasso(1e-3, layers="ffn_in")]),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    controller = kc.BudgetController(params=0.45, verbose=0)
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0, callbacks=[controller])
+    compact_model, report = kc.compact(model)
+    assert controller.landed
+    # Feed-forward neurons alone cannot reach 45% (the FFN is 45% of the net): heads must go too.
+    assert 0.7 * 0.45 <= report.params_after / dense_params <= 0.45
+    rows = {row.name: row for row in report.layers}
+    assert rows["mha"].units_after < 4 and rows["ffn_in"].units_after < 64
+    assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.6  # chance is 0.1
+
+
+def test_compress_penalizes_the_heads_of_a_transformer(digits):
+    from keras_compact.compress import compress
+
+    x, y, x_test, y_test = digits
+    model = tiny_transformer(seed=1)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    result = compress(
+        model, (x, y), params=0.45, epochs=6, finetune_epochs=1, validation_data=(x_test, y_test), verbose=0
+    )
+    rows = {row.name: row for row in result.report.layers}
+    assert rows["mha"].unit == "heads" and rows["mha"].units_after < 4
+    assert result.report.params_after <= 0.45 * model.count_params()

@@ -503,3 +503,20 @@ def test_a_shared_dropout_with_a_noise_shape_keeps_the_same_channels_at_every_ca
     kill(model.get_layer("a"), [1])
     compact_model, _ = compact_and_check(model, {"a": 3, "b": 3})
     assert compact_model(inputs_like(model), training=True).shape == (3, 2, 2)
+
+
+def test_the_report_groups_barriers_by_reason_and_names_a_group_by_its_real_barrier():
+    """Calls with no channel axis (masks, positions) are grouped; a residual stream is named by its LayerNorm."""
+    tokens = keras.Input((None,), dtype="int32")  # any length: no channel axis
+    x = keras.layers.Embedding(20, 8, name="embed")(tokens)  # reads ids: no channel axis
+    x = x + keras.layers.Dense(8, name="mix")(x)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="head")(x))
+    _, report = keras_compact.compact(model)
+    rows = {row.name: row for row in report.layers}
+    assert list(rows["mix"].reason_kept) == [
+        "feeds barrier 'norm' (LayerNormalization): LayerNormalization mixes channels"
+    ]
+    table = report.table()
+    assert "barrier 'embed': an input has no known channel axis" in table
+    assert "barrier 'norm': LayerNormalization mixes channels" in table

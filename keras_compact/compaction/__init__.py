@@ -9,11 +9,14 @@ result is checked against the original on a random batch (`verify`). Layers
 trained to low rank are then split into two thin layers (`factorize`).
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
 from keras_compact import graph as graph_lib
 from keras_compact.compaction.channels import CallMasks, WeightCache, analyze
+from keras_compact.compaction.expand import diagnose_expansions, expand_model
 from keras_compact.compaction.factorize import factorize as factorize_model
 from keras_compact.compaction.rebuild import diagnose_clones, rebuild
 from keras_compact.compaction.report import CompactionReport, LayerReport, add_factorizations, make_report
@@ -79,7 +82,11 @@ def compact(
     or when nothing reads it (all outgoing weights zero). Channels coupled by
     Add, Multiply, ... go together. Model outputs keep all their channels.
     Removing channels is exact; factorization (below) cuts singular values
-    up to `rank_rtol` and is verified like the rest.
+    up to `rank_rtol` and is verified like the rest. A layer whose registry
+    entry can expand it (keras-hub's transformer blocks, `keras_compact.hub`)
+    is first replaced by stock Keras layers computing the same (`expand.py`),
+    and with `verify` that expanded model is compared with `model` before
+    anything is removed.
 
     Args:
         model: a built Sequential or Functional model (nested models, shared
@@ -110,12 +117,16 @@ def compact(
     for name, value in (("atol", atol), ("rtol", rtol), ("rank_rtol", rank_rtol)):
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-    graph = graph_lib.build_graph(model)
     check_finite_weights(model)
+    source, expansions = _expanded(model, sample_data, atol, rtol, seed, verify)
+    graph = graph_lib.build_graph(source)
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
-    rebuilt = rebuild(model, graph, analysis, weights)
-    report = make_report(model, graph, analysis, rebuilt, weights)
+    rebuilt = rebuild(source, graph, analysis, weights)
+    report = make_report(source, graph, analysis, rebuilt, weights)
+    if expansions:
+        report.params_before = int(model.count_params())
+        report.expanded = [dataclasses.asdict(e) for e in expansions]
     compact_model = rebuilt.model
     if factorize_layers is None or factorize_layers:
         compact_model, factorizations = factorize_model(compact_model, rtol=rank_rtol, layers=factorize_layers)
@@ -140,6 +151,36 @@ def compact(
                 "smaller rank_rtol, or factorize=False."
             ) from None
     return compact_model, report
+
+
+# -- expansion (keras-hub blocks and other layers whose entry can `expand` them) --
+
+
+def _expanded(model, sample_data, atol, rtol, seed, verify):
+    """(the model to compact, [Expansion]): `model` with its expandable calls expanded.
+
+    With `verify`, the expanded model is checked against `model` before
+    anything is removed, so that a difference is blamed on the block that
+    was expanded, not on the compactor.
+    """
+    expanded, expansions = expand_model(model)
+    if not verify or not any(e.why_not is None for e in expansions):
+        return expanded, expansions
+    try:
+        verify_models(
+            model,
+            expanded,
+            sample_data=sample_data,
+            atol=atol,
+            rtol=rtol,
+            seed=seed,
+            diagnose=lambda data: diagnose_expansions(model, seed),
+        )
+    except CompactionError as error:
+        raise CompactionError(
+            f"Expanding the blocks of model '{model.name}' into stock Keras layers: {error}"
+        ) from None
+    return expanded, expansions
 
 
 def projected_size(model, channel_multiple=1):

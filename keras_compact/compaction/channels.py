@@ -28,6 +28,9 @@ from keras_compact.registry import Barrier, has_neurons, spec_for
 ALIVE = "alive"
 MODEL_INPUT = "model input"
 MODEL_OUTPUT = "model output"
+# Why a call without channels (a mask, positions) is a barrier. It keeps
+# channels only where they meet it, so any other reason names their group better.
+NO_CHANNEL_AXIS = "has no known channel axis"
 
 
 @dataclasses.dataclass
@@ -109,7 +112,8 @@ class ChannelAnalysis:
     def keep(self, slots, reason):
         """Keep `slots` for a reason of the graph's (an input, an output, a barrier), not of the weights."""
         for slot in np.unique(slots).tolist():
-            self._reasons.setdefault(slot, reason)
+            if NO_CHANNEL_AXIS in self._reasons.get(slot, NO_CHANNEL_AXIS):
+                self._reasons[slot] = reason
             self._structural.add(slot)
 
     # -- the walk -------------------------------------------------------------
@@ -142,9 +146,9 @@ class ChannelAnalysis:
             if id(call.layer) in self.barrier_layers:
                 raise Barrier(self.barriers[call.name])
             if not inputs or (spec.needs_input_channels and any(source is None for source in inputs)):
-                raise Barrier("an input has no known channel axis")
+                raise Barrier(f"an input {NO_CHANNEL_AXIS}")
             if any(self._width(key) is None for key in call.outputs):
-                raise Barrier("an output has no known channel axis")
+                raise Barrier(f"an output {NO_CHANNEL_AXIS}")
             spec.check(call.layer, call, self)
             self._couple_shared_inputs(call, inputs, spec)
             outputs = spec.propagate(call, inputs, self)
@@ -165,6 +169,8 @@ class ChannelAnalysis:
         if not (getattr(call.layer, "weights", None) or spec.config_counts_channels):
             return
         for index, source in enumerate(inputs):
+            if source is None:  # an input without channels (an attention mask)
+                continue
             first = self._layer_inputs.setdefault((id(call.layer), index), source.slots)
             if first is not source.slots and len(first) == len(source.slots):
                 self.union(first, source.slots)
@@ -208,7 +214,8 @@ class ChannelAnalysis:
         roots = np.array([self.find(slot) for slot in range(len(self._parent))], dtype=np.int64)
         self._roots = roots
         self._root_reasons = {}
-        for slot, reason in self._reasons.items():
+        # The first reason of a group names it, one of a call without channels last.
+        for slot, reason in sorted(self._reasons.items(), key=lambda item: NO_CHANNEL_AXIS in item[1]):
             self._root_reasons.setdefault(int(roots[slot]), reason)
         removed = np.ones(len(self._parent), dtype=bool)
         removed[list(self._root_reasons)] = False

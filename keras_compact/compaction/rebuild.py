@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_compact import _keras_adapter as adapter
 from keras_compact.compaction.channels import CallMasks
+from keras_compact.numerics import outputs_differ
 from keras_compact.registry import spec_for
 
 
@@ -140,7 +141,7 @@ def diagnose_clones(graph, rebuilt, seed=0):
         before = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(call.layer(*args, **kwargs))]
         new_layer = rebuilt.layer_map[id(call.layer)]
         after = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(new_layer(*args, **kwargs))]
-        if any(a.shape != b.shape or not np.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(before, after)):
+        if outputs_differ(before, after):
             culprits.append(f"'{call.layer.name}' ({type(call.layer).__name__})")
     if not culprits:
         return ""

@@ -62,6 +62,7 @@ class CompactionReport:
     layers: list = dataclasses.field(default_factory=list)  # LayerReport
     barriers: dict = dataclasses.field(default_factory=dict)  # layer name -> why
     factorized: list = dataclasses.field(default_factory=list)  # Factorization.to_dict()
+    expanded: list = dataclasses.field(default_factory=list)  # expand.Expansion as dicts
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -103,14 +104,33 @@ class CompactionReport:
             lines.append(
                 f"verified: max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}"
             )
-        for name, why in self.barriers.items():
-            lines.append(f"barrier '{name}': {why}")
+        for e in self.expanded:
+            if e["why_not"] is None:
+                lines.append(f"expanded '{e['name']}' ({e['type']}) into {e['layers']} stock layers")
+            else:
+                lines.append(f"not expanded '{e['name']}' ({e['type']}): {e['why_not']}")
+            lines.extend(f"  {text}" for text in e["notes"])
+        for why, names in _by_reason(self.barriers).items():
+            shown = ", ".join(f"'{name}'" for name in names[:_NAMES_SHOWN])
+            more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+            lines.append(f"{'barrier' if len(names) == 1 else 'barriers'} {shown}{more}: {why}")
         for f in self.factorized:
             lines.append(
                 f"factorized '{f['name']}' ({f['form']}): rank {f['rank']} of {f['full_rank']}, "
                 f"params {f['params_before']:,} -> {f['params_after']:,}"
             )
         return "\n".join(lines)
+
+
+_NAMES_SHOWN = 6  # barriers named per reason in `table` (`to_dict` keeps all)
+
+
+def _by_reason(barriers):
+    """{why: [layer names]} in first-seen order."""
+    grouped = {}
+    for name, why in barriers.items():
+        grouped.setdefault(why, []).append(name)
+    return grouped
 
 
 def _mega(macs):

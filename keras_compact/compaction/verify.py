@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_compact import _keras_adapter as adapter
+from keras_compact import graph as graph_lib
 from keras_compact.numerics import relative_difference
 
 
@@ -27,19 +28,39 @@ def check_finite_weights(model):
             )
 
 
+def _id_bounds(model):
+    """Input index -> the smallest `input_dim` of the Embeddings that read that input directly."""
+    try:
+        graph = graph_lib.build_graph(model)
+    except ValueError:
+        return {}
+    bounds = {}
+    for index, key in enumerate(graph.inputs):
+        dims = [
+            call.layer.input_dim
+            for call, _ in graph.consumers.get(key, [])
+            if isinstance(call.layer, keras.layers.Embedding)
+        ]
+        if dims:
+            bounds[index] = min(dims)
+    return bounds
+
+
 def random_batch(model, seed=0, batch_size=2, unknown_size=8):
     """A random batch for each model input, in the structure the model takes (list, dict).
 
-    Normal floats, small non-negative integers; unknown (None) non-batch
+    Normal floats; integers 0 or 1 (masks, segment ids), or any valid id for
+    an input an Embedding reads (token ids); unknown (None) non-batch
     dimensions get `unknown_size`.
     """
     rng = np.random.default_rng(seed)
+    bounds = _id_bounds(model)
     batch = []
-    for tensor in model.inputs:
+    for index, tensor in enumerate(model.inputs):
         shape = (batch_size,) + tuple(d if d is not None else unknown_size for d in tensor.shape[1:])
         dtype = keras.backend.standardize_dtype(tensor.dtype)
         if "int" in dtype:
-            batch.append(rng.integers(0, 2, size=shape).astype(dtype))
+            batch.append(rng.integers(0, bounds.get(index, 2), size=shape).astype(dtype))
         elif dtype == "bool":
             batch.append(rng.integers(0, 2, size=shape).astype(bool))
         else:

@@ -50,3 +50,16 @@ def test_keras_distribution_data_and_model_parallel_match_one_device():
     assert result["dead_fc"] > 0  # the strength change killed neurons
     assert result["data_parallel"] <= 1e-5
     assert result["model_parallel"] <= 1e-5
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_group_step_equals_the_plain_prox_on_the_backend(backend):
+    """tests/fused_step_case.py on the backend: on torch the group-lasso targets
+    of a penalty take their step together (one batch per GroupLasso penalty,
+    the TensorLowRank between them on its own), with the zeros and values of
+    `GroupLasso.prox` of each target in order."""
+    results = run_case("fused_step_case.py", backend)
+    for result in results:
+        assert result["backend"] == backend
+        assert all(z > 0 for z in result["zero_groups"])
+        assert result["fused_batches"] == ([2, 1] if backend == "torch" else [])

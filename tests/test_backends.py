@@ -63,3 +63,14 @@ def test_group_step_equals_the_plain_prox_on_the_backend(backend):
         assert result["backend"] == backend
         assert all(z > 0 for z in result["zero_groups"])
         assert result["fused_batches"] == ([2, 1] if backend == "torch" else [])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_singular_value_threshold_on_ill_conditioned_kernels_on_the_backend(backend):
+    """tests/svt_case.py on the backend: on JAX without x64 the Gram route runs
+    in float64 all the same (x64 switched on for it alone); float32 kernels
+    of condition 1e3 to 1e6 match the float64 SVD's result, rank and zeros."""
+    result = run_case("svt_case.py", backend)
+    assert result["backend"] == backend
+    float32_cases = [case for case in result["ran"] if case[2] == "float32"]
+    assert len(float32_cases) == 12

@@ -110,7 +110,13 @@ def group_step(batch, threshold, reset_momentum):
     torch._foreach_mul_(views, scales)
     if not reset_momentum:
         return
-    alive = [(f > 0).to(dtype).view(1, -1, 1) for f in per_target]
+    alive = (factors > 0).to(dtype)
+    # On a CPU a pass over every momentum costs about what the multiply above
+    # did, and reading one boolean back is free: skip it when no group is zero.
+    # On a GPU that read would stall the queue of launches; the pass is cheap.
+    if device.type == "cpu" and bool(torch.all(alive)):
+        return
+    alive = [a.view(1, -1, 1) for a in torch.split(alive, batch.sizes)]
     slots, keep = [], []
     for entry_index, entry in enumerate(batch.entries):
         for member, member_slots in zip(entry.target.members, entry.slots):

@@ -81,7 +81,8 @@ def check(seed):
                 i = position[id(member.variable)]
                 momentum[i] = np.reshape(_numpy(member.view(momentum[i])) * ~zero.reshape(1, -1, 1), momentum[i].shape)
     assert all(0 < z for z in zero_groups), zero_groups
-    optimizer.apply(grads, variables)
+    # Tensors: Keras's fused torch SGD (which ProxSGD uses there) takes no NumPy gradients.
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
     momenta = {id(v): m for v, m in zip(variables, optimizer.momentums)}
     for variable, want, want_momentum in zip(variables, expected, momentum):
         got = _numpy(variable)

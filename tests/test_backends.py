@@ -36,6 +36,10 @@ def test_backend_trains_kills_neurons_and_compacts(backend):
     for other_value, tf_value in zip(result["shrunk"], prox.group_soft_threshold(blocks, 1.5)):
         np.testing.assert_allclose(other_value, np.asarray(tf_value), atol=1e-6)
     assert result["out_kernel_zero_every_3"] == [True, False, False, True, False, False, True]
+    for name, same in result["same_as_keras"].items():
+        assert same["max_abs_diff"] <= 1e-6, name
+        # On torch, Keras's fused (torch._foreach_*) SGD and Adam, not the per-variable update.
+        assert ("TorchParallelOptimizer" in same["base_classes"]) == (backend == "torch"), name
     for name, run in result["runs"].items():
         assert run["backend"] == backend
         assert run["live_conv"][-1] < 6, name  # neurons died on this backend too

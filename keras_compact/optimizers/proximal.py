@@ -140,21 +140,6 @@ def proximal_optimizer_of(model):
     return optimizer if isinstance(optimizer, ProximalMixin) else None
 
 
-def _runs(entries):
-    """Consecutive entries of one penalty whose variables are disjoint: the
-    prox of each can be computed from the same values, before any assignment."""
-    runs, seen = [], set()
-    for entry in entries:
-        ids = {id(v) for v in entry.target.variables}
-        if runs and runs[-1][0].penalty_index == entry.penalty_index and not ids & seen:
-            runs[-1].append(entry)
-            seen |= ids
-        else:
-            runs.append([entry])
-            seen = ids
-    return runs
-
-
 def _signature(entries):
     return [(e.penalty_index, e.target.layer_name, [id(v) for v in e.target.variables]) for e in entries]
 
@@ -381,38 +366,16 @@ class ProximalMixin(adapter.PostUpdateHook):
             self._torch_proximal_step(learning_rate)
         else:
             iterations = self._iterations_value()
-            strengths = self._proximal.strengths
-            for run in _runs(self._proximal.entries):
-                penalty = self.penalties[run[0].penalty_index]
-                strength = strengths[run[0].penalty_index]
-                new_blocks = [None] * len(run)
-                if penalty.every > 1 and getattr(penalty, "group_factors", None) is None:
-                    new_blocks = self._periodic_prox(run, strength, learning_rate, iterations)
-                for entry, blocks in zip(run, new_blocks):
-                    self._proximal_step(
-                        entry,
-                        entry.target.variables,
-                        entry.slots,
-                        entry.mask,
-                        strength,
-                        learning_rate,
-                        iterations,
-                        new_blocks=blocks,
-                    )
-
-    def _periodic_prox(self, run, strength, learning_rate, iterations):
-        """The new blocks of every target of `run` (one penalty, every k > 1
-        steps), in one cond: on a GPU a cond reads its predicate back to the
-        host and the launches after it wait, so one per target cost JAX 1.8 ms
-        a step on the VGG-style net (nine kernels) when no prox was due."""
-        penalty = self.penalties[run[0].penalty_index]
-        blocks = [[m.view(v) for m, v in zip(e.target.members, e.target.variables)] for e in run]
-        threshold = self._threshold(learning_rate, strength, penalty, run[0].target.variables[0].dtype)
-        return keras.ops.cond(
-            keras.ops.equal(iterations % penalty.every, 0),
-            lambda: [penalty.prox(b, threshold, e.target) for e, b in zip(run, blocks)],
-            lambda: blocks,
-        )
+            for entry in self._proximal.entries:
+                self._proximal_step(
+                    entry,
+                    entry.target.variables,
+                    entry.slots,
+                    entry.mask,
+                    self._proximal.strengths[entry.penalty_index],
+                    learning_rate,
+                    iterations,
+                )
 
     def _torch_proximal_step(self, learning_rate):
         # Eager torch: the group-lasso targets of each penalty take their step
@@ -476,14 +439,8 @@ class ProximalMixin(adapter.PostUpdateHook):
                 group=False,
             )
 
-    def _proximal_step(
-        self, entry, variables, slots, mask, strength, learning_rate, iterations, new_blocks=None
-    ):
-        """The prox of one penalty on one target (on one replica's variables).
-
-        `new_blocks`, when given, is the prox already computed (`_periodic_prox`):
-        only the mask, the assignment and the momentum reset remain.
-        """
+    def _proximal_step(self, entry, variables, slots, mask, strength, learning_rate, iterations):
+        """The prox of one penalty on one target (on one replica's variables)."""
         penalty = self.penalties[entry.penalty_index]
         members = entry.target.members
         dtype = variables[0].dtype
@@ -491,9 +448,7 @@ class ProximalMixin(adapter.PostUpdateHook):
         threshold = self._threshold(learning_rate, strength, penalty, dtype)
         blocks = [m.view(v) for m, v in zip(members, variables)]
         alive = None
-        if new_blocks is not None:
-            pass  # computed by `_periodic_prox`
-        elif getattr(penalty, "group_factors", None) is not None:
+        if getattr(penalty, "group_factors", None) is not None:
             # A prox that scales whole groups (GroupLasso): the pinned mask
             # folds into its factors, so each member takes one multiply and
             # one assign, and a group is left alive exactly where its factor

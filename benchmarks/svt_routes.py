@@ -144,8 +144,13 @@ def main():
         print(rows[-1], flush=True)
     from bench_optimizer import device_name
 
-    result = {"backend": keras.backend.backend(), "device": device_name(), "kernels": [list(x.shape) for x in matrices],
-              "load_average_1min": round(os.getloadavg()[0], 2), "rows": rows}
+    result = {
+        "backend": keras.backend.backend(),
+        "device": device_name(),
+        "kernels": [list(x.shape) for x in matrices],
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "rows": rows,
+    }
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -79,7 +79,8 @@ def check(seed):
             zero_groups.append(int(zero.sum()))
             for member in members:
                 i = position[id(member.variable)]
-                momentum[i] = np.reshape(_numpy(member.view(momentum[i])) * ~zero.reshape(1, -1, 1), momentum[i].shape)
+                kept = _numpy(member.view(momentum[i])) * ~zero.reshape(1, -1, 1)
+                momentum[i] = np.reshape(kept, momentum[i].shape)
     assert all(0 < z for z in zero_groups), zero_groups
     # Tensors: Keras's fused torch SGD (which ProxSGD uses there) takes no NumPy gradients.
     optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
@@ -88,7 +89,8 @@ def check(seed):
         got = _numpy(variable)
         np.testing.assert_array_equal(got == 0, want == 0, err_msg=variable.path)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=variable.path)
-        np.testing.assert_allclose(_numpy(momenta[id(variable)]), want_momentum, atol=1e-7, err_msg=variable.path)
+        got_momentum = _numpy(momenta[id(variable)])
+        np.testing.assert_allclose(got_momentum, want_momentum, atol=1e-7, err_msg=variable.path)
     batches = optimizer._proximal.torch_batches or []
     return {
         "backend": keras.backend.backend(),

@@ -390,7 +390,8 @@ class ProximalMixin(adapter.PostUpdateHook):
         for item in state.torch_batches:
             if isinstance(item, _torch_group_step.GroupBatch):
                 index = item.entries[0].penalty_index
-                threshold = self._threshold(learning_rate, state.strengths[index], self.penalties[index], "float32")
+                penalty, strength = self.penalties[index], state.strengths[index]
+                threshold = self._threshold(learning_rate, strength, penalty, "float32")
                 _torch_group_step.group_step(item, threshold, self.reset_momentum)
                 continue
             self._proximal_step(

@@ -1,6 +1,6 @@
 """The one place where keras-compact touches Keras internals.
 
-Keras 3 has no public API for two things this library needs:
+Keras 3 has no public API for three things this library needs:
 
 - reading a Functional model's call graph with its call arguments (which
   layer call read which tensor, with which keyword arguments, in topological
@@ -9,7 +9,9 @@ Keras 3 has no public API for two things this library needs:
 - a hook after an optimizer's own update and before its iteration counter
   moves, at the point where gradient accumulation has decided to update
   (`Optimizer.apply` runs variable constraints there, but one variable at a
-  time, and a neuron's group spans several variables).
+  time, and a neuron's group spans several variables);
+- subclassing an optimizer without losing its backend's fused update (on
+  PyTorch only the exact Keras classes get Keras's `torch._foreach_*` step).
 
 Everything else uses public Keras. Each function here is exercised by
 tests/test_keras_adapter.py, so a Keras release that moves one of these
@@ -113,6 +115,25 @@ class PostUpdateHook:
 
     def _after_update(self, learning_rate):
         raise NotImplementedError
+
+
+def backend_optimizer_class(optimizer_class):
+    """Keras's own implementation of `optimizer_class` on the backend in use.
+
+    On PyTorch, `keras.optimizers.SGD(...)` builds `torch_sgd.SGD`, which
+    updates every variable at once with a few `torch._foreach_*` ops;
+    `TorchOptimizer.__new__` maps the exact Keras classes only, so a subclass
+    of `keras.optimizers.SGD` would update each variable with several eager
+    `keras.ops` calls (on a GPU, most of ResNet50's step; BENCHMARKS.md).
+    Subclassing the class returned here keeps Keras's fast update. Elsewhere,
+    and for a class Keras has no such implementation of, `optimizer_class`.
+    """
+    if keras.backend.backend() != "torch":
+        return optimizer_class
+    from keras.src.backend.torch.optimizers import torch_adam, torch_sgd
+
+    parallel = {keras.optimizers.SGD: torch_sgd.SGD, keras.optimizers.Adam: torch_adam.Adam}
+    return parallel.get(optimizer_class, optimizer_class)
 
 
 def cross_replica_call(optimizer, fn, *args):

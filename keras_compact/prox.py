@@ -15,6 +15,8 @@ blocks. A tensor of any layout is brought to that shape by a reshape alone
 (see `keras_compact.penalties.Member`).
 """
 
+import contextlib
+
 from keras import backend, ops
 from keras.backend import standardize_dtype
 
@@ -124,8 +126,9 @@ def singular_value_threshold(x, threshold):
     factor in float64, which resolves s down to about 1e-8 * s_max, below what
     float32 itself holds (1.2e-7 * s_max), and only the product by X in float32.
     A singular value at or below t has factor exactly 0, so the result has
-    the rank an SVD's gives. A float64 X (whose Gram matrix float64 could not
-    resolve), or JAX without x64 (no float64), takes the SVD.
+    the rank an SVD's gives. JAX without x64 computes this part with x64
+    switched on for it alone (`jax.enable_x64`, also inside a compiled step).
+    A float64 X (whose Gram matrix float64 could not resolve) takes the SVD.
 
     Args:
         x: a matrix (m, n).
@@ -134,26 +137,36 @@ def singular_value_threshold(x, threshold):
     # einsum, not matmul, and relu, not maximum: Keras's torch matmul and
     # maximum return float32 for float64 inputs.
     dtype = standardize_dtype(x.dtype)
-    if dtype == "float64" or not _float64_available():
+    if dtype == "float64":
         u, s, vt = ops.svd(x, full_matrices=False)
         s = ops.relu(s - ops.cast(threshold, s.dtype))
         return ops.einsum("ik,kj->ij", u * ops.expand_dims(s, 0), vt)
     wide = x.shape[0] < x.shape[1]
     x = ops.transpose(x) if wide else x
-    x64 = ops.cast(x, "float64")
-    eigenvalues, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
-    singular_values = ops.sqrt(ops.relu(eigenvalues))
-    thresholds = ops.cast(threshold, "float64") * ops.ones_like(singular_values)
-    factors = group_shrink_factors(singular_values, thresholds)
-    shrink = ops.einsum("ik,jk->ij", vectors * ops.expand_dims(factors, 0), vectors)
-    result = ops.matmul(ops.cast(x, "float32"), ops.cast(shrink, "float32"))
+    with _full_precision():
+        x64 = ops.cast(x, "float64")
+        eigenvalues, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
+        singular_values = ops.sqrt(ops.relu(eigenvalues))
+        thresholds = ops.cast(threshold, "float64") * ops.ones_like(singular_values)
+        factors = group_shrink_factors(singular_values, thresholds)
+        shrink = ops.einsum("ik,jk->ij", vectors * ops.expand_dims(factors, 0), vectors)
+        result = ops.matmul(ops.cast(x, "float32"), ops.cast(shrink, "float32"))
     return ops.cast(ops.transpose(result) if wide else result, dtype)
 
 
-def _float64_available():
-    # JAX computes in float32 unless x64 is enabled, whatever dtype is asked for.
+def _full_precision():
+    """float64 that is float64, and float32 products at full float32 precision.
+
+    JAX computes float32 unless x64 is on (here it is switched on for the SVT
+    alone, also inside a compiled step), and on a GPU it may multiply float32
+    matrices in TF32 (10-bit mantissa), which would blur the rank the
+    threshold creates; "highest" asks for true float32 products.
+    """
     if backend.backend() != "jax":
-        return True
+        return contextlib.nullcontext()
     import jax
 
-    return bool(jax.config.jax_enable_x64)
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.enable_x64(True))
+    stack.enter_context(jax.default_matmul_precision("highest"))
+    return stack

@@ -58,9 +58,28 @@ def main():
     for _ in range(7):
         model.train_on_batch(x[:16], y[:16])
         out_kernel_zero.append(bool(np.all(keras.ops.convert_to_numpy(model.get_layer("out").kernel) == 0)))
+    # The wrapped optimizer's own step: with a zero strength, ProxSGD and
+    # ProxAdam equal Keras's SGD and Adam (on torch, Keras's fused classes).
+    same_as_keras = {}
+    for name, proximal, plain in [
+        ("ProxSGD", kc.ProxSGD(0.05, 0.9, penalties=[kc.GroupLasso(0.0)]), keras.optimizers.SGD(0.05, 0.9)),
+        ("ProxAdam", kc.ProxAdam(0.01, penalties=[kc.GroupLasso(0.0)]), keras.optimizers.Adam(0.01)),
+    ]:
+        weights = []
+        for optimizer in (proximal, plain):
+            model = convnet()
+            model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            for step in range(3):
+                model.train_on_batch(x[16 * step : 16 * (step + 1)], y[16 * step : 16 * (step + 1)])
+            weights.append([keras.ops.convert_to_numpy(v) for v in model.trainable_variables])
+        same_as_keras[name] = {
+            "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(*weights)),
+            "base_classes": [c.__name__ for c in type(proximal).__mro__],
+        }
     print(
         json.dumps(
             {
+                "same_as_keras": same_as_keras,
                 "shrunk": [b.tolist() for b in shrunk],
                 "runs": runs,
                 "out_kernel_zero_every_3": out_kernel_zero,

@@ -121,6 +121,12 @@ def test_cross_replica_call_runs_under_the_default_strategy():
     assert seen[1] == 3 and hasattr(seen[0], "extended")
 
 
+def test_backend_optimizer_class_is_the_keras_class_off_torch():
+    # On torch it is Keras's fused class: tests/test_backends.py (backend_case.py) checks that.
+    assert adapter.backend_optimizer_class(keras.optimizers.SGD) is keras.optimizers.SGD
+    assert adapter.backend_optimizer_class(keras.optimizers.RMSprop) is keras.optimizers.RMSprop
+
+
 # The internals the adapter wraps: no other module of the package may name them.
 _INTERNALS = (
     "keras.src",

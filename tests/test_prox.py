@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import svt_case
 from keras_compact import prox
 
 FLOATS = st.floats(-10, 10, allow_nan=False, width=32)
@@ -138,41 +139,12 @@ def test_singular_value_threshold_optimality(x, t):
     np.testing.assert_allclose(np.sum(g * v), np.linalg.norm(v, "nuc"), atol=1e-2)
 
 
-def _matrix_with_spectrum(shape, singular_values, seed):
-    rng = np.random.default_rng(seed)
-    k = len(singular_values)
-    u, _ = np.linalg.qr(rng.normal(size=(shape[0], k)))
-    v, _ = np.linalg.qr(rng.normal(size=(shape[1], k)))
-    return (u * singular_values) @ v.T
-
-
-@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (64, 64)])
-@pytest.mark.parametrize("condition", [1e3, 1e4, 1e5, 1e6])
+@pytest.mark.parametrize("shape", svt_case.SHAPES)
+@pytest.mark.parametrize("condition", svt_case.CONDITIONS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_singular_value_threshold_on_ill_conditioned_rank_deficient_kernels(shape, condition, dtype):
     """Against a float64 SVD of the same matrix: the same result, the same
-    surviving singular values and rank, and the prox optimality condition."""
-    if dtype == "float64" and not prox._float64_available():
-        pytest.skip("no float64 on this backend (JAX without x64)")
-    k = min(shape)
-    rank = 3 * k // 4  # the last quarter of the spectrum is exactly zero
-    spectrum = np.concatenate([np.geomspace(1.0, 1.0 / condition, rank), np.zeros(k - rank)])
-    x = _matrix_with_spectrum(shape, spectrum, seed=int(np.log10(condition))).astype(dtype)
-    # Round-off of the result's precision, from singular values of size 1: a
-    # float32 result is within 50 ulps; the float64 one (the backend's SVD)
-    # differs from NumPy's by up to about 3e-13 at the smallest singular values.
-    tol = {"float32": 50 * np.finfo("float32").eps, "float64": 1e-11}[dtype]
-    u, s, vt = np.linalg.svd(_np(x), full_matrices=False)
-    # Between two singular values: in the middle, near the bottom, and at the
-    # smallest one float32 resolves from s_max.
-    for t in (np.sqrt(s[rank // 2] * s[rank // 2 + 1]), s[rank - 3] * 0.999, 1e-5):
-        got = _np(prox.singular_value_threshold(x, t))
-        expected = (u * np.maximum(s - t, 0)) @ vt
-        np.testing.assert_allclose(got, expected, atol=tol)
-        got_s = np.linalg.svd(got, compute_uv=False)
-        np.testing.assert_allclose(got_s, np.maximum(s - t, 0), atol=tol)
-        assert np.sum(got_s > tol) == np.sum(s - t > tol)  # the zeros it creates
-        # Optimality: G = (x - v)/t is a subgradient of the nuclear norm at v.
-        g = (_np(x) - got) / t
-        assert np.linalg.norm(g, 2) <= 1 + tol * np.sqrt(k) / t
-        np.testing.assert_allclose(np.sum(g * got), np.sum(got_s), rtol=1e-3, atol=tol * k / t)
+    surviving singular values and rank, and the prox optimality condition
+    (tests/svt_case.py; test_backends.py runs it under JAX and PyTorch)."""
+    if not svt_case.check(shape, condition, dtype):
+        pytest.skip("no float64 arrays on this backend")

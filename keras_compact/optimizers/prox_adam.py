@@ -2,11 +2,12 @@
 
 import keras
 
+from keras_compact import _keras_adapter as adapter
 from keras_compact.optimizers.proximal import ProximalMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_compact")
-class ProxAdam(ProximalMixin, keras.optimizers.Adam):
+class ProxAdam(ProximalMixin, adapter.backend_optimizer_class(keras.optimizers.Adam)):
     """Adam, then the proximal step of each penalty (forward-backward splitting).
 
     Each step, with learning rate tau (the schedule's value at this step):

@@ -66,6 +66,7 @@ class _ProximalState:
     slots: dict = dataclasses.field(default_factory=dict)  # id(variable) -> [slot]
     strengths: list = dataclasses.field(default_factory=list)  # keras.Variable per penalty
     variables: list = dataclasses.field(default_factory=list)  # what the optimizer was built for
+    torch_batches: list = None  # the torch backend's grouping of entries, made at the first step
 
 
 def _deserialize_penalties(penalties, owner):
@@ -207,6 +208,7 @@ class ProximalMixin(adapter.PostUpdateHook):
                     name=f"neuron_mask_{entry.target.layer_name.replace('/', '_')}",
                 )
         state.entries = entries
+        state.torch_batches = None
         state.variables = list(variables)
 
     def _resolve_entries(self, variables):
@@ -363,6 +365,8 @@ class ProximalMixin(adapter.PostUpdateHook):
             return
         if keras.backend.backend() == "tensorflow":
             adapter.cross_replica_call(self, self._distributed_proximal_step, learning_rate)
+        elif keras.backend.backend() == "torch":
+            self._torch_proximal_step(learning_rate)
         else:
             iterations = self._iterations_value()
             for entry in self._proximal.entries:
@@ -375,6 +379,40 @@ class ProximalMixin(adapter.PostUpdateHook):
                     learning_rate,
                     iterations,
                 )
+
+    def _torch_proximal_step(self, learning_rate):
+        # Eager torch: the group-lasso targets of each penalty take their step
+        # together (a few ops for all layers, not a few per layer); the
+        # others, one by one as on the compiled backends.
+        from keras_compact.optimizers import _torch_group_step
+
+        state = self._proximal
+        if state.torch_batches is None:
+            state.torch_batches = _torch_group_step.batches(state.entries, self.penalties)
+        iterations = self._iterations_value()
+        for item in state.torch_batches:
+            if isinstance(item, _torch_group_step.GroupBatch):
+                index = item.entries[0].penalty_index
+                penalty, strength = self.penalties[index], state.strengths[index]
+                threshold = self._threshold(learning_rate, strength, penalty, "float32")
+                _torch_group_step.group_step(item, threshold, self.reset_momentum)
+                continue
+            self._proximal_step(
+                item,
+                item.target.variables,
+                item.slots,
+                item.mask,
+                state.strengths[item.penalty_index],
+                learning_rate,
+                iterations,
+            )
+
+    @staticmethod
+    def _threshold(learning_rate, strength, penalty, dtype):
+        # A negative step (a schedule gone below zero) must not turn the
+        # threshold negative: that would divide zero norms by zero.
+        step = keras.ops.maximum(keras.ops.cast(learning_rate, dtype), 0.0)
+        return step * keras.ops.cast(strength, dtype) * penalty.every
 
     def _iterations_value(self):
         # With `gradient_accumulation_steps`, Keras's `iterations` is a tensor
@@ -411,10 +449,7 @@ class ProximalMixin(adapter.PostUpdateHook):
         members = entry.target.members
         dtype = variables[0].dtype
         every = penalty.every
-        # A negative step (a schedule gone below zero) must not turn the
-        # threshold negative: that would divide zero norms by zero.
-        step = keras.ops.maximum(keras.ops.cast(learning_rate, dtype), 0.0)
-        threshold = step * keras.ops.cast(strength, dtype) * every
+        threshold = self._threshold(learning_rate, strength, penalty, dtype)
         blocks = [m.view(v) for m, v in zip(members, variables)]
         alive = None
         if getattr(penalty, "group_factors", None) is not None:

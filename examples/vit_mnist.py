@@ -27,7 +27,6 @@ penalties act mostly in the first half of training and the last epochs recover.
 """
 
 import dataclasses
-import json
 import os
 import statistics
 import sys

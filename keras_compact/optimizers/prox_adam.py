@@ -16,16 +16,19 @@ class ProxAdam(ProximalMixin, adapter.backend_optimizer_class(keras.optimizers.A
     m = beta_1 * m + (1 - beta_1) * g;   v = beta_2 * v + (1 - beta_2) * g^2
     w' = w - tau * m_hat / (sqrt(v_hat) + epsilon)            # Keras Adam
     w  = prox_{tau * lambda_k * g_k}(w')       for each penalty k, in order
-    m[neuron j] = v[neuron j] = 0   for each neuron whose group is now all zero
+    m[neuron j] = 0   for each neuron whose group is now all zero
     ```
 
     The prox uses tau, not Adam's per-coordinate step: this is the usual
-    proximal-Adam approximation; the prox itself is exact.
+    proximal-Adam approximation; the prox itself is exact. The second moment
+    v is kept: zeroed, the next step of a dead neuron would be about
+    3 tau per weight whatever its gradient (m_hat / sqrt(v_hat) with both
+    fresh), enough to bring it back.
 
     Args:
         learning_rate, beta_1, beta_2, epsilon, amsgrad: as `keras.optimizers.Adam`.
         penalties: a penalty or a sequence of them, applied in order.
-        reset_momentum: zero the moments of neurons whose group is zero.
+        reset_momentum: zero the first moments of neurons whose group is zero.
         resolved_groups: the neuron groups the optimizer resolved when it was
             built, as its `get_config` saves them, so that `load_model`
             rebuilds them without looking for the model; leave it None.

@@ -44,8 +44,11 @@ from keras_compact import prox
 from keras_compact.registry import Member
 
 # Optimizer variables made from a model variable that are not per-weight
-# momentum state: leave them alone when a neuron dies.
-_NOT_SLOTS = ("gradient_accumulator", "average")
+# momentum state: leave them alone when a neuron dies. Adam's second moments
+# are a scale, not a direction: zeroed, they would make the next step of a
+# dead neuron tau * (1 - beta_1) / sqrt(1 - beta_2), about 3 tau per weight,
+# which revives it (seen on the ViT example).
+_NOT_SLOTS = ("gradient_accumulator", "average", "velocity", "velocity_hat")
 
 
 @dataclasses.dataclass(eq=False)

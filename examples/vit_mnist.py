@@ -63,9 +63,9 @@ flags.DEFINE_boolean(
 flags.DEFINE_boolean(
     "reset_momentum",
     False,
-    "ProxAdam: zero Adam's m and v of a head or neuron the prox zeroed. Off: GELU passes gradient "
-    "at 0, and the first Adam step after a reset is about 3 learning rates per weight "
-    "(m/sqrt(v) = 0.1/sqrt(0.001)), which revived every dead FFN neuron in trials (BENCHMARKS.md).",
+    "ProxAdam: zero Adam's first moment of a head or neuron the prox zeroed. Off by default: the "
+    "3-seed results in BENCHMARKS.md were measured without it, when the reset also zeroed the second "
+    "moment and so revived every dead FFN neuron (a first step of about 3 learning rates per weight).",
 )
 flags.DEFINE_integer("shift", 2, "Training augmentation: random shifts of up to this many pixels (0: none).", lower_bound=0)
 flags.DEFINE_integer("patch", 7, "Patch size (28x28 digits: 7 gives 16 tokens).", lower_bound=1)

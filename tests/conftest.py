@@ -2,11 +2,19 @@
 
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# A run started as a background job (`make test &` in a script) has SIGINT
+# ignored, and its children inherit that. The tests of interrupted writes need
+# Ctrl-C to behave as in a terminal: Python's own handler, which children
+# started from here then get too (a handler, unlike "ignore", ends at exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import tensorflow as tf  # noqa: E402
 

@@ -492,6 +492,20 @@ def test_vit_mnist_end_to_end(tmp_path):
     check_vit_run(str(tmp_path / "vit"), export=False)
 
 
+def test_vit_mnist_with_a_parameter_budget_meets_it(tmp_path):
+    """--target_params: a BudgetController lands the sparse ViT at or under the budget."""
+    out_dir = str(tmp_path / "vit_budget")
+    tiny = [f for f in VIT_TINY if not f.startswith("--ffn_strength")]
+    run_script(
+        "vit_mnist.py",
+        [f"--out_dir={out_dir}", *tiny, "--epochs=3", "--target_params=0.5", "--noexport_tflite"],
+    )
+    with open(os.path.join(out_dir, "results.json")) as file:
+        results = json.load(file)
+    assert results["budget"]["params"] == 0.5
+    assert results["compact"]["params"] <= 0.5 * results["dense"]["params"]
+
+
 @pytest.mark.slow
 def test_vit_mnist_end_to_end_with_tflite(tmp_path):
     """The same, with both networks exported to TFLite (verified by the exporter) and timed."""
@@ -499,9 +513,7 @@ def test_vit_mnist_end_to_end_with_tflite(tmp_path):
 
 
 def check_vit_run(out_dir, export):
-    import keras_compact
-
-    head_flags = ["--head_strength=100"] if hasattr(keras_compact, "HeadLasso") else ["--head_strength=0"]
+    head_flags = ["--head_strength=100"]
     export_flag = "--export_tflite" if export else "--noexport_tflite"
     run_script("vit_mnist.py", [f"--out_dir={out_dir}", *VIT_TINY, *head_flags, export_flag])
     with open(os.path.join(out_dir, "results.json")) as file:
@@ -516,10 +528,7 @@ def check_vit_run(out_dir, export):
     assert ffn == [max(1, live[f"block{b}_mlp1"]) for b in range(4)]
     assert ffn == [1, 1, 1, 1]
     heads = [compact["blocks"][b]["heads"] for b in range(4)]
-    if head_flags != ["--head_strength=0"]:
-        assert heads == [max(1, live[f"block{b}_mha"]) for b in range(4)] == [1, 1, 1, 1]
-    else:
-        assert heads == [4] * 4
+    assert heads == [max(1, live[f"block{b}_mha"]) for b in range(4)] == [1, 1, 1, 1]
 
     rebuilt = models.vit(head_counts=heads, mlp_units=ffn)
     assert compact["params"] == rebuilt.count_params() < dense["params"]

@@ -17,7 +17,6 @@ from keras_compact.files import atomic_path
 from keras_compact.optimizers import ProxSGD
 from keras_compact import graph as graph_lib
 from keras_compact.penalties import GroupLasso, HeadLasso, layer_calls
-from keras_compact.registry import spec_for
 
 
 @dataclasses.dataclass
@@ -193,9 +192,10 @@ def compress(
 def _penalties(model, strength):
     """Weighted group lasso on the hidden neurons, and on the heads of any attention layer."""
     penalties = [GroupLasso(strength, weighted=True)]
+    heads = HeadLasso(strength, weighted=True)
     graphs = [graph_lib.build_graph(part) for part in graph_lib.functional_parts(model)]
-    if any(spec_for(call.layer).heads(call.layer) is not None for graph in graphs for call in layer_calls(graph)):
-        penalties.append(HeadLasso(strength, weighted=True))
+    if any(heads.acts_on(call.layer) for graph in graphs for call in layer_calls(graph)):
+        penalties.append(heads)
     return penalties
 
 

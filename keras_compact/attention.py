@@ -26,6 +26,7 @@ from keras_compact import _keras_adapter as adapter
 from keras_compact.registry import Barrier, LayerSpec, Member, zero_slices
 
 _MASK_ARGUMENTS = ("attention_mask", "query_mask", "value_mask", "key_mask")
+LAST_HEAD = "last head (a layer needs at least one)"
 
 
 def head_view(variable, head_axis):
@@ -165,7 +166,7 @@ class MultiHeadAttentionSpec(LayerSpec):
                     else "alive"
                 )
             elif inert.all():
-                reasons.append("last head (a layer needs at least one)")
+                reasons.append(LAST_HEAD)
             else:
                 reasons.append("keeps each key/value head's query heads equal in number")
         return kept, kept_key_value, folded & ~kept, reasons
@@ -180,8 +181,29 @@ class MultiHeadAttentionSpec(LayerSpec):
             width = analysis.shape(key)[-1]
             slots = analysis.output_slots(call, index, width)
             analysis.keep(slots, f"made by {kind} '{call.name}' (its output width stays)")
-            outputs.append(analysis.channels(slots, np.full(width, np.nan)))
+            outputs.append(analysis.channels(slots, self._constant_output(call, analysis.weights, width)))
         return outputs
+
+    def _constant_output(self, call, weights, width):
+        """The layer's output per channel when every head is inert (a constant), else NaN."""
+        layer = call.layer
+        kept, _, folded, reasons = self.kept_heads(layer, call, weights)
+        if any(reason not in (None, LAST_HEAD) for reason in reasons):
+            return np.full(width, np.nan)
+        output_bias = projection_weight(layer, "attention_output/bias")
+        if output_bias is None:
+            return np.zeros(width)
+        # The kept last head is inert too: its constant counts like the folded ones'.
+        folded = folded | kept
+        value_bias = projection_weight(layer, "value/bias")
+        if value_bias is None:
+            return weights.get(output_bias).astype("float64")
+        value_bias = np.repeat(weights.get(value_bias), self.repeats(layer), axis=0)
+        output_kernel = weights.get(projection_weight(layer, "attention_output/kernel"))
+        return folded_output_bias(weights.get(output_bias).astype("float64"), value_bias, output_kernel, folded)
+
+    def output_bias(self, layer):
+        return projection_weight(layer, "attention_output/bias")
 
     def changes(self, layer, masks, weights):
         return not self.kept_heads(layer, masks.call, weights)[0].all()

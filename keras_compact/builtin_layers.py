@@ -120,6 +120,19 @@ class BarrierSpec(LayerSpec):
         raise Barrier(self.why)
 
 
+class LayerNormalizationSpec(BarrierSpec):
+    """LayerNormalization mixes channels (its mean and variance), but its beta is added last."""
+
+    def __init__(self):
+        super().__init__("LayerNormalization mixes channels")
+
+    def output_bias(self, layer):
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if not layer.center or getattr(layer, "rms_scaling", False) or list(axes) != [-1]:
+            return None
+        return layer.beta
+
+
 class PassThroughSpec(LayerSpec):
     """Channels pass unchanged, each on its own; a constant channel stays the same constant.
 
@@ -203,6 +216,9 @@ class BatchNormalizationSpec(PassThroughSpec):
         # gamma = 0: the output is beta whatever the input.
         value = np.where(gamma == 0, shift, value)
         return [analysis.channels(source.slots, value)]
+
+    def output_bias(self, layer):
+        return layer.beta if layer.center else None
 
     def rebuild(self, layer, masks, weights):
         kept = masks.input(0)
@@ -405,11 +421,24 @@ class NeuronSpec(LayerSpec):
     def propagate(self, call, inputs, analysis):
         layer = call.layer
         kernel = analysis.weights.get(layer.kernel)
-        _, out_axis = self.kernel_axes(kernel.ndim)
-        dead = zero_slices(kernel, out_axis)
+        in_axis, out_axis = self.kernel_axes(kernel.ndim)
+        taps = _taps(kernel, in_axis, out_axis)
+        reads = np.any(taps != 0, axis=0)  # (in, out): input channel i reaches neuron j
         slots = analysis.output_slots(call, 0, kernel.shape[out_axis])
-        bias = analysis.weights.get(layer.bias) if layer.use_bias else np.zeros(len(dead))
-        return _activated(call, slots, np.where(dead, bias.astype("float64"), np.nan), analysis)
+        bias = analysis.weights.get(layer.bias) if layer.use_bias else np.zeros(reads.shape[1])
+        bias = bias.astype("float64")
+        if not self.fold_exact(layer)[0]:
+            # A constant input is not a constant output at the borders: only a
+            # neuron that reads nothing (a zero kernel slice) is constant.
+            dead = ~reads.any(axis=0)
+            return _activated(call, slots, np.where(dead, bias, np.nan), analysis)
+        # A neuron that reads constant channels only outputs a constant (a
+        # whole dead FFN makes its second Dense constant, say).
+        const = inputs[0].const
+        known = ~np.isnan(const)
+        constant = ~np.any(reads & ~known[:, None], axis=0)
+        value = bias + np.where(known, const, 0.0) @ taps.sum(axis=0).astype("float64")
+        return _activated(call, slots, np.where(constant, value, np.nan), analysis)
 
     def sink(self, call, input_index, analysis):
         kernel = analysis.weights.get(call.layer.kernel)
@@ -427,8 +456,7 @@ class NeuronSpec(LayerSpec):
         if fold is not None:
             # sum over the window of kernel . constant: what the removed inputs
             # added to every output.
-            k = np.moveaxis(kernel, (in_axis, out_axis), (-2, -1))
-            window_sum = k.reshape(-1, k.shape[-2], k.shape[-1]).sum(axis=0)
+            window_sum = _taps(kernel, in_axis, out_axis).sum(axis=0)
             contribution = fold.astype("float64") @ window_sum.astype("float64")
             bias = _folded_bias(config, bias, contribution, kernel.dtype)
         kernel = np.compress(kept_in, kernel, axis=in_axis)
@@ -440,6 +468,11 @@ class NeuronSpec(LayerSpec):
         if bias is not None:
             new["bias"] = bias
         return config, new
+
+    def output_bias(self, layer):
+        if not layer.use_bias or activation_name(layer.activation) != "linear":
+            return None
+        return layer.bias
 
     def macs(self, call, graph, weights):
         per_position = int(np.prod(_shape(call.layer, weights, "kernel")))
@@ -458,6 +491,12 @@ class NeuronSpec(LayerSpec):
         if kernel.ndim == 2:
             return [_dense_plan(kernel, config, rtol)]
         return _conv_plans(layer, kernel, config, rtol)
+
+
+def _taps(kernel, in_axis, out_axis):
+    """The kernel as (window positions, in, out)."""
+    moved = np.moveaxis(kernel, (in_axis, out_axis), (-2, -1))
+    return moved.reshape(-1, moved.shape[-2], moved.shape[-1])
 
 
 def _dense_plan(kernel, config, rtol):
@@ -681,7 +720,7 @@ register_layer(L.Maximum, MergeSpec(_max))
 register_layer(L.Minimum, MergeSpec(_min))
 register_layer(L.Concatenate, ConcatenateSpec())
 register_layer(L.Softmax, BarrierSpec("softmax mixes channels"))
-register_layer(L.LayerNormalization, BarrierSpec("LayerNormalization mixes channels"))
+register_layer(L.LayerNormalization, LayerNormalizationSpec())
 register_layer(L.GroupNormalization, BarrierSpec("GroupNormalization mixes channels"))
 register_layer(L.UnitNormalization, BarrierSpec("UnitNormalization mixes channels"))
 register_layer(L.RMSNormalization, BarrierSpec("RMSNormalization mixes channels"))

@@ -11,6 +11,9 @@ An entry is a `LayerSpec`. It answers, for its layer class:
   some channels;
 - cost: `macs(call, graph, weights)`, multiply-adds of one call per sample;
   parameters are counted from the weights `rebuild` returns;
+- output bias: `output_bias(layer)`, the variable added last to each output
+  channel, into which the compactor folds a constant branch that an Add
+  sums with the layer's output (`compaction/constant_branches.py`);
 - low rank: `low_rank` (whether `TensorLowRank` may act on its kernel) and
   `factorizations(layer, rtol)` (two thin layers that compute the same);
 - heads: `heads(layer)`, an attention layer's heads seen as neurons, so
@@ -159,6 +162,15 @@ class LayerSpec:
         path ('query/kernel'); None keeps the weights as they are.
         """
         return layer.get_config(), None
+
+    def output_bias(self, layer):
+        """The variable (C,) added last to output channel c at every position, or None.
+
+        Nothing may follow it in the layer (no activation), so that adding a
+        constant vector to the layer's output is the same as adding it to this
+        variable.
+        """
+        return None
 
     # -- cost --------------------------------------------------------------------
 

@@ -196,6 +196,16 @@ def test_compact_removes_dead_neurons_and_computes_the_same(name, compacted):
     assert report.params_after < report.params_before == model.count_params()
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_projected_size_counts_the_blocks_as_compact_rebuilds_them(name, compacted):
+    """The budget's size projection reads the expanded blocks, so dead heads and neurons count."""
+    model, _, small, _ = compacted[name]
+    params, macs = keras_compact.projected_size(model)
+    assert params < model.count_params()
+    # The compact model folds no constant branch here (each FFN keeps live neurons): equal counts.
+    assert params == small.count_params()
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_compact_removes_dead_attention_heads(name, compacted):
     _, expected, small, _ = compacted[name]
@@ -386,7 +396,14 @@ def test_head_and_group_lasso_train_the_keras_hub_model_as_it_is_and_compact_rem
     assert small.get_layer("transformer_layer_0_self_attention_layer").num_heads == 1  # a layer keeps one
     assert small.get_layer("transformer_layer_1_self_attention_layer").num_heads == HEADS
     assert small.get_layer("transformer_layer_0_feedforward_intermediate_dense").units == FFN
-    assert small.get_layer("transformer_layer_1_feedforward_intermediate_dense").units == 1
+    # Block 1's FFN died whole: it only added a constant, which went into the post-norm beta
+    # before it, and its layers are gone (block 0's attention stays: dropout is in the way).
+    names = {layer.name for layer in small.layers}
+    assert not {"transformer_layer_1_feedforward_intermediate_dense", "transformer_layer_1_feedforward_output_dense"} & names
+    [fold] = report.folded_branches
+    assert (fold["add"], fold["into"]) == (
+        "transformer_layer_1_feedforward_residual", "transformer_layer_1_self_attention_layer_norm"
+    )
     assert report.max_rel_diff <= 1e-4
 
 
@@ -412,8 +429,13 @@ def test_head_lasso_kills_llama_query_heads_through_their_members_and_the_expans
     small, report = keras_compact.compact(model, sample_data=inputs)
     assert small.get_layer("transformer_layer_1_self_attention_query").kernel.shape[1] == 1
     assert small.get_layer("transformer_layer_0_self_attention_query").kernel.shape[1] == HEADS
-    assert small.get_layer("transformer_layer_0_feedforward_gate_dense").units == 1
     assert small.get_layer("transformer_layer_1_feedforward_gate_dense").units == FFN
+    # Block 0's gates all died: silu(0) * up = 0, and Llama's Dense layers have no bias, so the
+    # FFN adds exactly 0 and goes whole, with no bias to take anything.
+    names = {layer.name for layer in small.layers}
+    assert not any(name.startswith("transformer_layer_0_feedforward") for name in names)
+    [fold] = report.folded_branches
+    assert (fold["add"], fold["into"], fold["max_abs_constant"]) == ("transformer_layer_0_feedforward_residual", None, 0.0)
     assert report.max_rel_diff <= 1e-4
 
 

@@ -6,7 +6,10 @@ Which channels go is decided from weights only (`channels`), what each layer
 does is its entry in the layer registry (`keras_compact.registry`), the
 rebuild slices weights and folds constants into biases (`rebuild`), and the
 result is checked against the original on a random batch (`verify`). Layers
-trained to low rank are then split into two thin layers (`factorize`).
+trained to low rank are then split into two thin layers (`factorize`). An
+Add input that is a constant vector (a feed-forward block whose neurons all
+died) is folded into a bias and the layers that made it left out
+(`constant_branches`).
 """
 
 import dataclasses
@@ -16,6 +19,7 @@ import numpy as np
 
 from keras_compact import graph as graph_lib
 from keras_compact.compaction.channels import CallMasks, WeightCache, analyze
+from keras_compact.compaction.constant_branches import fold_constant_branches
 from keras_compact.compaction.expand import diagnose_expansions, expand_model
 from keras_compact.compaction.factorize import factorize as factorize_model
 from keras_compact.compaction.rebuild import diagnose_clones, rebuild
@@ -123,7 +127,9 @@ def compact(
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     rebuilt = rebuild(source, graph, analysis, weights)
+    rebuilt.model, branch_folds = fold_constant_branches(rebuilt.model)
     report = make_report(source, graph, analysis, rebuilt, weights)
+    report.folded_branches = [fold.to_dict() for fold in branch_folds]
     if expansions:
         report.params_before = int(model.count_params())
         report.expanded = [dataclasses.asdict(e) for e in expansions]
@@ -189,10 +195,15 @@ def projected_size(model, channel_multiple=1):
     The same channel analysis as `compact` (coupled channels, barriers,
     constants, `channel_multiple`), and each changed layer's weights as its
     registry entry would rebuild them; no Keras layer is made, so it is cheap
-    enough to run during training (the budget controller does).
+    enough to run during training (the budget controller does). A model with
+    expandable blocks (keras-hub's transformers) is counted as `compact` sees
+    it, expanded into stock layers (which does make layers, with copies of
+    their weights). Not counted: the constant branches `compact` folds away
+    (a few parameters of each dead feed-forward block's normalization and
+    output Dense), so the count errs high.
     """
     channel_multiple = _check_channel_multiple(channel_multiple)
-    graph = graph_lib.build_graph(model)
+    graph = graph_lib.build_graph(expand_model(model)[0])
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     params, macs, counted = 0, 0, set()

@@ -63,6 +63,7 @@ class CompactionReport:
     barriers: dict = dataclasses.field(default_factory=dict)  # layer name -> why
     factorized: list = dataclasses.field(default_factory=list)  # Factorization.to_dict()
     expanded: list = dataclasses.field(default_factory=list)  # expand.Expansion as dicts
+    folded_branches: list = dataclasses.field(default_factory=list)  # constant_branches.BranchFold as dicts
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -114,6 +115,13 @@ class CompactionReport:
             shown = ", ".join(f"'{name}'" for name in names[:_NAMES_SHOWN])
             more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
             lines.append(f"{'barrier' if len(names) == 1 else 'barriers'} {shown}{more}: {why}")
+        for fold in self.folded_branches:
+            into = f"into the bias of '{fold['into']}'" if fold["into"] else "(zero)"
+            made_by = ", ".join(f"'{name}'" for name in fold["constant_inputs"])
+            lines.append(
+                f"folded the constant input of '{fold['add']}' (made by {made_by}, "
+                f"max |c| {fold['max_abs_constant']:.3g}) {into}; the layers that made only it are gone"
+            )
         for f in self.factorized:
             lines.append(
                 f"factorized '{f['name']}' ({f['form']}): rank {f['rank']} of {f['full_rank']}, "
@@ -160,9 +168,17 @@ def _head_entry(call, new_layer, weights, macs_before, macs_after):
     )
 
 
+def _folded_away(entry):
+    """The row of a layer that only made a constant branch, now gone (`constant_branches`)."""
+    return dataclasses.replace(
+        entry, units_after=0, params_after=0, macs_after=0, reason_kept={}
+    )
+
+
 def make_report(model, graph, analysis, rebuilt, weights):
     new_graph = graph_lib.build_graph(rebuilt.model)
     macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
+    present = {id(call.layer) for call in new_graph.calls}
     layers, seen = [], set()
     for call in graph.calls:
         layer = call.layer
@@ -170,9 +186,11 @@ def make_report(model, graph, analysis, rebuilt, weights):
             continue
         seen.add(id(layer))
         new_layer = rebuilt.layer_map[id(layer)]
+        gone = id(new_layer) not in present
         if not has_neurons(layer):
             if id(layer) not in analysis.barrier_layers:
-                layers.append(_head_entry(call, new_layer, weights, macs_before, macs_after))
+                entry = _head_entry(call, new_layer, weights, macs_before, macs_after)
+                layers.append(_folded_away(entry) if gone else entry)
             continue
         out_key = call.outputs[0]
         if analysis.has_channels(out_key):
@@ -198,6 +216,8 @@ def make_report(model, graph, analysis, rebuilt, weights):
                 reason_kept=dict(reasons),
             )
         )
+        if gone:
+            layers[-1] = _folded_away(layers[-1])
     return CompactionReport(
         model_name=model.name,
         params_before=int(model.count_params()),

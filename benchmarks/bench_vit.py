@@ -130,6 +130,7 @@ def run_peer(args, ours, config):
         epochs=config["epochs"], finetune_epochs=config["finetune_epochs"],
         learning_rate=config["learning_rate"], finetune_learning_rate=config["finetune_learning_rate"],
         batch_size=config["batch_size"], shift=config["shift"], threads=args.threads,
+        distill=config.get("distill", 0.0), distill_temperature=config.get("distill_temperature", 2.0),
     )
     result["job"] = job
     with tempfile.TemporaryDirectory() as folder:

@@ -19,8 +19,9 @@ heads and MLP neurons are pruned), one step. head_pruning_ratio removes as many
 heads as the keras-compact run of the same seed removed; pruning_ratio is
 tried every 0.01 (on copies) for the largest network at or under that run's
 parameter count, or the smallest it reaches if none is. The pruned network is
-fine-tuned with the example's fine-tuning schedule; the accuracy is the last
-epoch's.
+fine-tuned with the example's fine-tuning schedule, and with its distillation
+from the dense network when the example used it (--distill); the accuracy is
+the last epoch's.
 """
 
 import argparse
@@ -112,10 +113,21 @@ def shifted(x, pad, generator):
     return torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def train(model, x, y, epochs, learning_rate, job, generator):
-    """Adam (Keras's epsilon), cosine decay from learning_rate to 0 over the steps, batch, shifts."""
+def distillation_loss(logits, labels, teacher_logits, weight, temperature):
+    """(1 - w) CE + w T^2 KL(softmax(teacher / T) || softmax(student / T)): keras_compact_examples.distillation."""
+    hard = F.cross_entropy(logits, labels)
+    soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
+                    reduction="batchmean", log_target=True)
+    return (1 - weight) * hard + weight * temperature**2 * soft
+
+
+def train(model, x, y, epochs, learning_rate, job, generator, teacher=None):
+    """Adam (Keras's epsilon), cosine decay from learning_rate to 0 over the steps, batch, shifts;
+    with a teacher, the example's distillation loss (job's distill, distill_temperature)."""
     if not epochs:
         return
+    if teacher is not None:
+        teacher.eval()
     batch = job["batch_size"]
     steps = epochs * math.ceil(len(x) / batch)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=1e-7)
@@ -129,7 +141,15 @@ def train(model, x, y, epochs, learning_rate, job, generator):
         labels = y[order]
         for start in range(0, len(x), batch):
             optimizer.zero_grad()
-            F.cross_entropy(model(images[start:start + batch]), labels[start:start + batch]).backward()
+            inputs, targets = images[start:start + batch], labels[start:start + batch]
+            if teacher is None:
+                loss = F.cross_entropy(model(inputs), targets)
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs)
+                loss = distillation_loss(model(inputs), targets, teacher_logits, job["distill"],
+                                         job["distill_temperature"])
+            loss.backward()
             optimizer.step()
             schedule.step()
 
@@ -222,7 +242,9 @@ def main():
         prune_seconds = time.time() - started
         pruned_accuracy = accuracy(pruned, x_test, y_test)
         started = time.time()
-        train(pruned, x_train, y_train, job["finetune_epochs"], job["finetune_learning_rate"], job, generator)
+        teacher = model if job.get("distill") else None  # the dense network, pruned only in copies
+        train(pruned, x_train, y_train, job["finetune_epochs"], job["finetune_learning_rate"], job, generator,
+              teacher=teacher)
         record = dict(
             peer="torch_pruning",
             model="vit",

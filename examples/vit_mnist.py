@@ -9,9 +9,12 @@ penalties: `HeadLasso` on every MultiHeadAttention (a group is one head: its
 query/key/value kernel slices and biases and the output-projection rows that
 read it) and `GroupLasso` on the FFN's first Dense of each block (a group is
 one FFN neuron). `keras_compact.compact` then rebuilds the network without the
-dead heads and neurons (and checks that it computes the same outputs), the
-compact network is fine-tuned, and both are exported to float32 TFLite
-(`keras_compact.export`, verified) and timed (batch 1, one thread, XNNPACK).
+dead heads and neurons (and checks that it computes the same outputs; an FFN
+whose neurons all died goes whole, its constant folded into the attention's
+output bias), the compact network is fine-tuned with the dense one as teacher
+(knowledge distillation, --distill; 0 for labels only), and both are exported
+to float32 TFLite (`keras_compact.export`, verified) and timed (batch 1, one
+thread, XNNPACK).
 
 Writes into --out_dir: results.json (`dense`, `compact`: params, MACs,
 accuracy, heads and FFN neurons per block, .tflite size and latency; live
@@ -42,12 +45,12 @@ from keras_compact.bench import tflite_latency
 from keras_compact.compaction.report import multiply_adds
 from keras_compact.files import write_json, write_text
 from keras_compact_examples import data as data_lib
-from keras_compact_examples import models, tables
+from keras_compact_examples import distillation, models, tables
 
 flags.DEFINE_integer("seed", 0, "Random seed (initial weights, data order, augmentation).")
 flags.DEFINE_string("out_dir", None, "Folder for results.json, table.md and the .tflite files.", required=True)
 flags.DEFINE_integer("epochs", 30, "Training epochs, the same for the dense and the sparse net.", lower_bound=1)
-flags.DEFINE_integer("finetune_epochs", 10, "Epochs of Adam on the compact net (0: none).", lower_bound=0)
+flags.DEFINE_integer("finetune_epochs", 30, "Epochs of Adam on the compact net (0: none).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's peak learning rate (cosine decay to 0 over --epochs).")
 flags.DEFINE_float(
@@ -56,16 +59,16 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "ffn_strength", 0.7, "GroupLasso strength on the FFN neurons (block*_mlp1).", lower_bound=0
 )
-flags.DEFINE_float("head_strength", 0.17, "HeadLasso strength on the attention heads.", lower_bound=0)
+flags.DEFINE_float("head_strength", 0.19, "HeadLasso strength on the attention heads.", lower_bound=0)
 flags.DEFINE_boolean(
     "weighted_groups", True, "Weight each group's norm by sqrt(its size) (both penalties)."
 )
 flags.DEFINE_boolean(
     "reset_momentum",
-    False,
-    "ProxAdam: zero Adam's first moment of a head or neuron the prox zeroed. Off by default: the "
-    "3-seed results in BENCHMARKS.md were measured without it, when the reset also zeroed the second "
-    "moment and so revived every dead FFN neuron (a first step of about 3 learning rates per weight).",
+    True,
+    "ProxAdam: zero Adam's first moment of a head or neuron the prox zeroed (ProxAdam's default). "
+    "BENCHMARKS.md's first 3-seed ViT rows were measured with it off, when the reset also zeroed the "
+    "second moment and so revived every dead FFN neuron.",
 )
 flags.DEFINE_float(
     "target_params",
@@ -75,6 +78,15 @@ flags.DEFINE_float(
     "strengths above.",
     lower_bound=0,
 )
+flags.DEFINE_float(
+    "distill",
+    0.7,
+    "Fine-tune the compact ViT on (1 - distill) * cross-entropy + distill * T^2 * KL(dense || compact) "
+    "at temperature --distill_temperature, the dense ViT as teacher (knowledge distillation). 0: labels only.",
+    lower_bound=0,
+    upper_bound=1,
+)
+flags.DEFINE_float("distill_temperature", 2.0, "Softmax temperature of the distillation term.", lower_bound=0)
 flags.DEFINE_integer("shift", 2, "Training augmentation: random shifts of up to this many pixels (0: none).", lower_bound=0)
 flags.DEFINE_integer("patch", 7, "Patch size (28x28 digits: 7 gives 16 tokens).", lower_bound=1)
 flags.DEFINE_integer("dim", 64, "Token width.", lower_bound=1)
@@ -105,10 +117,15 @@ def build(**widths):
 def block_widths(model):
     """[{"heads": int, "ffn": int}] per block of a (dense or compact) ViT."""
     layers = {layer.name: layer for layer in model.layers}
+
+    def width(name, read):
+        # A branch that only added a constant is folded away by the compactor: 0 left.
+        return int(read(layers[name])) if name in layers else 0
+
     return [
         {
-            "heads": int(layers[f"block{b}_mha"].get_config()["num_heads"]),
-            "ffn": int(layers[f"block{b}_mlp1"].units),
+            "heads": width(f"block{b}_mha", lambda layer: layer.get_config()["num_heads"]),
+            "ffn": width(f"block{b}_mlp1", lambda layer: layer.units),
         }
         for b in range(FLAGS.blocks)
     ]
@@ -149,6 +166,19 @@ class Run:
             self.dataset.train(FLAGS.batch_size, seed=FLAGS.seed + seed_offset),
             epochs=epochs,
             callbacks=list(callbacks),
+            verbose={"epoch": 2, "bar": 1, "none": 0}[FLAGS.progress],
+        )
+
+    def distill(self, student, teacher, optimizer, epochs, seed_offset=0):
+        """Train `student` on the labels and on `teacher`'s softened outputs."""
+        pair = distillation.teacher_student_pair(student, teacher)
+        pair.compile(
+            optimizer=optimizer,
+            loss=distillation.distillation_loss(FLAGS.distill, FLAGS.distill_temperature),
+        )
+        return pair.fit(
+            self.dataset.train(FLAGS.batch_size, seed=FLAGS.seed + seed_offset),
+            epochs=epochs,
             verbose={"epoch": 2, "bar": 1, "none": 0}[FLAGS.progress],
         )
 
@@ -229,7 +259,11 @@ def main(argv):
     if FLAGS.finetune_epochs:
         say(f"== fine-tuning the compact ViT: {FLAGS.finetune_epochs} epochs")
         optimizer = keras.optimizers.Adam(run.schedule(FLAGS.finetune_learning_rate, FLAGS.finetune_epochs))
-        run.fit(compact_model, optimizer, FLAGS.finetune_epochs, seed_offset=1)
+        if FLAGS.distill:
+            run.distill(compact_model, dense, optimizer, FLAGS.finetune_epochs, seed_offset=1)
+            compact_model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        else:
+            run.fit(compact_model, optimizer, FLAGS.finetune_epochs, seed_offset=1)
     results["compact"] = run.entry(
         compact_model,
         accuracy_sparse=sparse_accuracy,

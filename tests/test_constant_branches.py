@@ -78,6 +78,7 @@ def test_dead_ffn_branch_is_gone_and_its_constant_in_the_attention_bias():
     assert (rows["ffn_in_0"].units_after, rows["ffn_in_0"].params_after, rows["ffn_in_0"].macs_after) == (0, 0, 0)
     assert rows["ffn_in_1"].units_after == 16
     assert report.params_after == compact.count_params()
+    assert "ln2_0" not in report.barriers and "ln2_1" in report.barriers
     assert "folded the constant input of 'add2_0'" in report.table()
 
 

@@ -225,7 +225,12 @@ def make_report(model, graph, analysis, rebuilt, weights):
         macs_before=_total(macs_before),
         macs_after=_total(macs_after),
         layers=layers,
-        barriers=dict(analysis.barriers),
+        # A barrier that only fed a folded constant branch is gone with it.
+        barriers={
+            call.name: analysis.barriers[call.name]
+            for call in graph.calls
+            if call.name in analysis.barriers and id(rebuilt.layer_map.get(id(call.layer))) in present
+        },
     )
 
 

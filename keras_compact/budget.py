@@ -305,9 +305,13 @@ class BudgetController(keras.callbacks.Callback):
                 members.setdefault(root, []).append((layer.name, index))
                 # A coupled group is as strong as its strongest member.
                 norms[root] = max(norms.get(root, 0.0), relative[index])
-        # Attention heads (HeadLasso) are coupled to nothing: each head is its own group.
+        # Attention heads (HeadLasso) are coupled to nothing: each head is its own group. So is
+        # each neuron of a layer inside a block (a keras-hub FFN Dense, reached as "block/layer"):
+        # the graph does not see its coupling, and the projection (on the expanded block) says
+        # what zeroing it removes.
+        in_graph = {call.layer.name for call in graph.calls}
         for name, target in targets.items():
-            if target.unit == "heads":
+            if target.unit == "heads" or name not in in_graph:
                 relative = _relative_norms(target)
                 for index in range(target.num_neurons):
                     members[(name, index)] = [(name, index)]

@@ -206,6 +206,41 @@ def test_projected_size_counts_the_blocks_as_compact_rebuilds_them(name, compact
     assert params == small.count_params()
 
 
+def test_a_budget_on_a_keras_hub_model_counts_its_blocks_and_is_met():
+    """BudgetController on BertBackbone as it is: the projection reads the expanded blocks."""
+    keras.utils.set_random_seed(9)
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=40, num_layers=2, num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=FFN,
+        max_sequence_length=16, dropout=0.0,
+    )
+    blocks = [f"transformer_layer_{i}" for i in range(2)]
+    model.compile(
+        keras_compact.ProxSGD(0.05, momentum=0.9, penalties=[
+            keras_compact.HeadLasso(1e-3, layers=[f"{b}/self_attention_layer" for b in blocks]),
+            keras_compact.GroupLasso(1e-3, layers=[f"{b}/feedforward_intermediate_dense" for b in blocks]),
+        ]),
+        loss="mse",
+    )
+    rng = np.random.default_rng(9)
+    inputs = {
+        "token_ids": rng.integers(0, 40, (64, 8)).astype("int32"),
+        "segment_ids": rng.integers(0, 2, (64, 8)).astype("int32"),
+        "padding_mask": np.ones((64, 8), "int32"),
+    }
+    targets = {"sequence_output": rng.standard_normal((64, 8, HIDDEN)), "pooled_output": rng.standard_normal((64, HIDDEN))}
+    controller = keras_compact.BudgetController(params=0.6, verbose=0)
+    model.fit(inputs, targets, epochs=10, batch_size=16, verbose=0, callbacks=[controller])
+    assert controller.landed
+    small, report = keras_compact.compact(model, sample_data=inputs)
+    assert small.count_params() <= 0.6 * model.count_params()
+    assert any(row.unit == "heads" and row.units_after < row.units_before for row in report.layers)
+    # Heads alone cannot reach 60% (the removable ones hold under 30% of this BERT): FFN neurons went too.
+    assert any(
+        row.name.endswith("feedforward_intermediate_dense") and row.units_after < row.units_before
+        for row in report.layers
+    )
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_compact_removes_dead_attention_heads(name, compacted):
     _, expected, small, _ = compacted[name]

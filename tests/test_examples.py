@@ -480,6 +480,7 @@ VIT_TINY = [
     "--train_limit=256",
     "--test_limit=64",
     "--ffn_strength=50",
+    "--target_params=0",  # fixed strengths: everything they kill must go
     "--latency_runs=10",
     "--latency_repeats=1",
     "--progress=none",
@@ -495,7 +496,7 @@ def test_vit_mnist_end_to_end(tmp_path):
 def test_vit_mnist_with_a_parameter_budget_meets_it(tmp_path):
     """--target_params: a BudgetController lands the sparse ViT at or under the budget."""
     out_dir = str(tmp_path / "vit_budget")
-    tiny = [f for f in VIT_TINY if not f.startswith("--ffn_strength")]
+    tiny = [f for f in VIT_TINY if not f.startswith(("--ffn_strength", "--target_params"))]
     run_script(
         "vit_mnist.py",
         [f"--out_dir={out_dir}", *tiny, "--epochs=3", "--target_params=0.5", "--noexport_tflite"],

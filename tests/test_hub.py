@@ -206,6 +206,21 @@ def test_projected_size_counts_the_blocks_as_compact_rebuilds_them(name, compact
     assert params == small.count_params()
 
 
+def _bert_regression(seed, samples, tokens=8):
+    """Random BertBackbone inputs and regression targets for its two outputs."""
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "token_ids": rng.integers(0, 40, (samples, tokens)).astype("int32"),
+        "segment_ids": rng.integers(0, 2, (samples, tokens)).astype("int32"),
+        "padding_mask": np.ones((samples, tokens), "int32"),
+    }
+    targets = {
+        "sequence_output": rng.standard_normal((samples, tokens, HIDDEN)),
+        "pooled_output": rng.standard_normal((samples, HIDDEN)),
+    }
+    return inputs, targets
+
+
 def test_a_budget_on_a_keras_hub_model_counts_its_blocks_and_is_met():
     """BudgetController on BertBackbone as it is: the projection reads the expanded blocks."""
     keras.utils.set_random_seed(9)
@@ -221,13 +236,7 @@ def test_a_budget_on_a_keras_hub_model_counts_its_blocks_and_is_met():
         ]),
         loss="mse",
     )
-    rng = np.random.default_rng(9)
-    inputs = {
-        "token_ids": rng.integers(0, 40, (64, 8)).astype("int32"),
-        "segment_ids": rng.integers(0, 2, (64, 8)).astype("int32"),
-        "padding_mask": np.ones((64, 8), "int32"),
-    }
-    targets = {"sequence_output": rng.standard_normal((64, 8, HIDDEN)), "pooled_output": rng.standard_normal((64, HIDDEN))}
+    inputs, targets = _bert_regression(seed=9, samples=64)
     controller = keras_compact.BudgetController(params=0.6, verbose=0)
     model.fit(inputs, targets, epochs=10, batch_size=16, verbose=0, callbacks=[controller])
     assert controller.landed
@@ -413,13 +422,7 @@ def test_head_and_group_lasso_train_the_keras_hub_model_as_it_is_and_compact_rem
         ]),
         loss="mse",
     )
-    rng = np.random.default_rng(6)
-    inputs = {
-        "token_ids": rng.integers(0, 40, (16, 8)).astype("int32"),
-        "segment_ids": rng.integers(0, 2, (16, 8)).astype("int32"),
-        "padding_mask": np.ones((16, 8), "int32"),
-    }
-    targets = {"sequence_output": rng.standard_normal((16, 8, HIDDEN)), "pooled_output": rng.standard_normal((16, HIDDEN))}
+    inputs, targets = _bert_regression(seed=6, samples=16)
     model.fit(inputs, targets, epochs=2, batch_size=8, verbose=0)
     # The keras-hub model's own variables: every head of block 0, every intermediate neuron of block 1.
     for weight in first._self_attention_layer.weights:

@@ -186,21 +186,25 @@ class MultiHeadAttentionSpec(LayerSpec):
 
     def _constant_output(self, call, weights, width):
         """The layer's output per channel when every head is inert (a constant), else NaN."""
-        layer = call.layer
-        kept, _, folded, reasons = self.kept_heads(layer, call, weights)
+        kept, _, folded, reasons = self.kept_heads(call.layer, call, weights)
         if any(reason not in (None, LAST_HEAD) for reason in reasons):
             return np.full(width, np.nan)
-        output_bias = projection_weight(layer, "attention_output/bias")
-        if output_bias is None:
-            return np.zeros(width)
         # The kept last head is inert too: its constant counts like the folded ones'.
-        folded = folded | kept
+        bias = self._bias_with_folded(call.layer, weights, folded | kept)
+        return np.zeros(width) if bias is None else bias.astype("float64")
+
+    def _bias_with_folded(self, layer, weights, folded):
+        """The output bias plus ``b_v[h] W_o[h]`` of each `folded` head (numpy); None without an output bias."""
+        output_bias = self.output_bias(layer)
+        if output_bias is None:
+            return None
+        bias = weights.get(output_bias)
         value_bias = projection_weight(layer, "value/bias")
-        if value_bias is None:
-            return weights.get(output_bias).astype("float64")
+        if value_bias is None or not folded.any():
+            return bias
         value_bias = np.repeat(weights.get(value_bias), self.repeats(layer), axis=0)
         output_kernel = weights.get(projection_weight(layer, "attention_output/kernel"))
-        return folded_output_bias(weights.get(output_bias).astype("float64"), value_bias, output_kernel, folded)
+        return folded_output_bias(bias, value_bias, output_kernel, folded)
 
     def output_bias(self, layer):
         return projection_weight(layer, "attention_output/bias")
@@ -218,15 +222,9 @@ class MultiHeadAttentionSpec(LayerSpec):
             bias = projection_weight(layer, f"{name}/bias")
             if bias is not None:
                 new[f"{name}/bias"] = weights.get(bias)[heads]
-        output_kernel = weights.get(projection_weight(layer, "attention_output/kernel"))
-        new["attention_output/kernel"] = output_kernel[kept]
-        output_bias = projection_weight(layer, "attention_output/bias")
-        if output_bias is not None:
-            bias = weights.get(output_bias)
-            if folded.any():
-                value_bias = weights.get(projection_weight(layer, "value/bias"))
-                value_bias = np.repeat(value_bias, self.repeats(layer), axis=0)
-                bias = folded_output_bias(bias, value_bias, output_kernel, folded)
+        new["attention_output/kernel"] = weights.get(projection_weight(layer, "attention_output/kernel"))[kept]
+        bias = self._bias_with_folded(layer, weights, folded)
+        if bias is not None:
             new["attention_output/bias"] = bias
         return config, new
 

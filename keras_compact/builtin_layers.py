@@ -310,6 +310,7 @@ class MergeSpec(LayerSpec):
     def __init__(self, combine):
         super().__init__("")
         self.combine = combine  # numpy reduction over stacked constants
+        self.sums_inputs = combine is _sum
 
     def check(self, layer, call, analysis):
         if len({analysis.shape(key)[-1] for key in call.inputs}) != 1:

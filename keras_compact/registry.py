@@ -118,6 +118,9 @@ class LayerSpec:
     # Whether every input must have a channel axis (an input without one makes
     # the call a barrier); False for a layer that also takes masks, say.
     needs_input_channels = True
+    # Whether the output is the elementwise sum of the inputs (Add): the
+    # constant-branch fold may then drop a constant input into a bias.
+    sums_inputs = False
 
     def __init__(self, why="is not known to the compactor"):
         self.why = why

@@ -28,6 +28,7 @@ in the way, a layer read elsewhere too, shared, or with an activation after
 its bias.
 """
 
+import collections
 import dataclasses
 
 import keras
@@ -61,7 +62,9 @@ def fold_constant_branches(model):
     """
     graph = graph_lib.build_graph(model)
     analysis = analyze(graph, WeightCache())
-    candidates = _candidate_adds(graph, analysis)
+    calls_per_layer = collections.Counter(id(call.layer) for call in graph.calls)
+    single_calls = {layer for layer, count in calls_per_layer.items() if count == 1}
+    candidates = _candidate_adds(graph, analysis, single_calls)
     while True:
         cut = {(call, index) for call, (indices, _) in candidates.items() for index in indices}
         live = _live_calls(graph, cut)
@@ -72,7 +75,7 @@ def fold_constant_branches(model):
             if not constant.any():
                 plans[call] = None
                 continue
-            target = _bias_taker(graph, call, cut, live)
+            target = _bias_taker(graph, call, cut, live, single_calls)
             if target is None:
                 refused.append(call)
             else:
@@ -107,7 +110,7 @@ def fold_constant_branches(model):
         inputs = [args[0][i] for i in kept_inputs[id(layer)]]
         if len(inputs) == 1:
             return inputs[0]
-        return keras.layers.Add(name=layer.name)(inputs)
+        return type(layer).from_config(layer.get_config())(inputs)
 
     functional = model
     if isinstance(model, keras.Sequential):
@@ -118,14 +121,15 @@ def fold_constant_branches(model):
     return new_model, folds
 
 
-def _candidate_adds(graph, analysis):
+def _candidate_adds(graph, analysis, single_calls):
     """{Add call: (indices of its constant inputs, their sum)} where some input is not constant.
 
-    An Add called more than once is left alone: its calls would need one answer.
+    An Add is a layer whose registry entry `sums_inputs`. One called more than
+    once (not in `single_calls`) is left alone: its calls would need one answer.
     """
     candidates = {}
     for call in graph.calls:
-        if type(call.layer) is not keras.layers.Add or len(graph.calls_of(call.layer)) != 1:
+        if not spec_for(call.layer).sums_inputs or id(call.layer) not in single_calls:
             continue
         if id(call.layer) in analysis.barrier_layers:
             continue
@@ -158,7 +162,7 @@ def _live_calls(graph, cut):
     return live
 
 
-def _bias_taker(graph, add_call, cut, live):
+def _bias_taker(graph, add_call, cut, live, single_calls):
     """The call whose output bias can take the constants of `add_call`, or None.
 
     Depth first through the Add's remaining inputs: a tensor qualifies when
@@ -179,12 +183,10 @@ def _bias_taker(graph, add_call, cut, live):
             continue
         producer, _ = graph.producer[key]
         layer = producer.layer
-        if not isinstance(layer, keras.layers.Layer) or len(graph.calls_of(layer)) != 1:
+        if id(layer) not in single_calls or len(producer.outputs) != 1:
             continue
-        if len(producer.outputs) != 1:
-            continue
-        if type(layer) is keras.layers.Add:
-            found = _bias_taker(graph, producer, cut, live)
+        if spec_for(layer).sums_inputs:
+            found = _bias_taker(graph, producer, cut, live, single_calls)
             if found is not None:
                 return found
             continue

@@ -149,3 +149,29 @@ def cross_replica_call(optimizer, fn, *args):
         fn, optimizer._distribution_strategy, *args
     )
 
+
+
+def assign_if(condition, assign):
+    """Call `assign()`, which assigns variables, only where the scalar `condition` holds.
+
+    On TensorFlow the assignments go inside a `tf.cond` branch, so a step where
+    `condition` is false writes nothing (an assignment copies the whole
+    variable, even of its own value); on torch, which Keras runs eagerly, it is
+    a Python `if` on the value read back. JAX cannot assign inside a cond (it
+    would leak a tracer): there the caller computes values in `keras.ops.cond`
+    and assigns them after it.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        if bool(keras.ops.convert_to_numpy(condition)):
+            assign()
+        return
+    if backend != "tensorflow":
+        raise NotImplementedError(f"assign_if: no assignment inside a branch on the {backend} backend.")
+    import tensorflow as tf
+
+    def run():
+        assign()
+        return tf.constant(True)
+
+    tf.cond(condition, run, lambda: tf.constant(False))

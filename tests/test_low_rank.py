@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_compact as kc
 
@@ -62,19 +63,27 @@ def test_conv_kernel_methods_match_numpy(method):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_every_k_applies_a_k_times_larger_step_every_k_steps():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_k_applies_a_k_times_larger_step_every_k_steps(compiled):
     model = model_with_conv_and_dense()
     kernel = model.get_layer("fc").kernel.numpy()
     optimizer = kc.ProxSGD(0.1, penalties=[kc.TensorLowRank(1.0, layers=["fc"], every=3)])
     optimizer.bind(model)
+    optimizer.build(model.trainable_variables)
     zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
-    optimizer.apply(zeros, model.trainable_variables)  # step 0: applied, t = 3 * 0.1
+
+    def apply():
+        optimizer.apply(zeros, model.trainable_variables)
+
+    # The branch on the step count is traced once, as in `fit`.
+    step = tf.function(apply) if compiled else apply
+    step()  # step 0: applied, t = 3 * 0.1
     after_first = model.get_layer("fc").kernel.numpy()
     np.testing.assert_allclose(after_first, numpy_svt(kernel, 0.3), atol=1e-5)
-    optimizer.apply(zeros, model.trainable_variables)  # steps 1, 2: not applied
-    optimizer.apply(zeros, model.trainable_variables)
+    step()  # steps 1, 2: not applied
+    step()
     np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), after_first)
-    optimizer.apply(zeros, model.trainable_variables)  # step 3: applied
+    step()  # step 3: applied
     np.testing.assert_allclose(
         model.get_layer("fc").kernel.numpy(), numpy_svt(after_first, 0.3), atol=1e-5
     )

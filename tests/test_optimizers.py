@@ -89,8 +89,17 @@ def test_fused_group_step_equals_the_plain_prox_of_each_target(seed):
     assert len(result["zero_groups"]) == 3
 
 
+def apply_step(optimizer, grads, variables, compiled):
+    """One `optimizer.apply`, eager or traced in a tf.function as `fit` runs it."""
+    if compiled:
+        tf.function(lambda: optimizer.apply(grads, variables))()
+    else:
+        optimizer.apply(grads, variables)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_momentum_reset_for_dead_neurons(nesterov):
+def test_momentum_reset_for_dead_neurons(nesterov, compiled):
     model = mlp()
     set_fc_columns(model, [0.05, 0.1, 3.0, 0.01, 1.0, 2.5])
     lr, momentum, strength = 0.1, 0.9, 2.0
@@ -100,7 +109,8 @@ def test_momentum_reset_for_dead_neurons(nesterov):
     grads[0] *= 0.01
     grads[1] *= 0.01
     before = weights_of(model)
-    optimizer.apply(grads, model.trainable_variables)
+    optimizer.build(model.trainable_variables)
+    apply_step(optimizer, grads, model.trainable_variables, compiled)
     velocity = [-lr * g for g in grads]  # first step from zero momentum
     if nesterov:
         stepped = [w + momentum * v - lr * g for w, v, g in zip(before, velocity, grads)]
@@ -117,6 +127,19 @@ def test_momentum_reset_for_dead_neurons(nesterov):
     np.testing.assert_allclose(kernel_momentum[:, alive], velocity[0][:, alive], atol=1e-7)
     out_momentum = next(v for k, v in momenta.items() if "out_kernel" in k)
     np.testing.assert_allclose(out_momentum, velocity[2], atol=1e-7)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_momentum_is_kept_on_a_step_where_no_neuron_dies(compiled):
+    model = mlp()
+    set_fc_columns(model, [0.5, 1.0, 3.0, 0.6, 1.0, 2.5])
+    optimizer = kc.ProxSGD(0.1, 0.9, penalties=[kc.GroupLasso(0.1)]).bind(model)
+    optimizer.build(model.trainable_variables)
+    grads = synthetic_grads(model)
+    apply_step(optimizer, grads, model.trainable_variables, compiled)
+    assert np.all(np.linalg.norm(model.get_layer("fc").kernel.numpy(), axis=0) > 0)
+    for momentum, grad in zip(optimizer.momentums, grads):
+        np.testing.assert_allclose(momentum.numpy(), -0.1 * grad, atol=1e-7)
 
 
 def test_reset_momentum_false_keeps_momentum():

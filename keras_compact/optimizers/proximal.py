@@ -454,7 +454,6 @@ class ProximalMixin(adapter.PostUpdateHook):
         every = penalty.every
         threshold = self._threshold(learning_rate, strength, penalty, dtype)
         blocks = [m.view(v) for m, v in zip(members, variables)]
-        alive = None
         if getattr(penalty, "group_factors", None) is not None:
             # A prox that scales whole groups (GroupLasso): the pinned mask
             # folds into its factors, so each member takes one multiply and
@@ -463,39 +462,62 @@ class ProximalMixin(adapter.PostUpdateHook):
             factors = penalty.group_factors(blocks, threshold, entry.target)
             if mask is not None:
                 factors = factors * keras.ops.cast(mask, dtype)
-            alive = factors > 0
             scale = keras.ops.reshape(factors, (1, -1, 1))
             new_blocks = [keras.ops.multiply(block, scale) for block in blocks]
-        elif every == 1:
-            new_blocks = penalty.prox(blocks, threshold, entry.target)
-        elif keras.backend.backend() == "torch" and mask is None:
-            # Keras's torch optimizer runs eagerly: between two prox steps the
-            # variables are left as they are, rather than assigned to themselves.
-            if keras.ops.convert_to_numpy(iterations % every) != 0:
+            self._assign_and_reset(entry, variables, slots, new_blocks, factors > 0)
+            return
+        if every > 1:
+            on_step = keras.ops.equal(iterations % every, 0)
+            if mask is None and keras.backend.backend() != "jax":
+                # Between two proxes the variables are left as they are, not
+                # assigned their own values (a copy of each on TensorFlow).
+                adapter.assign_if(
+                    on_step,
+                    lambda: self._assign_and_reset(
+                        entry, variables, slots, penalty.prox(blocks, threshold, entry.target)
+                    ),
+                )
                 return
-            new_blocks = penalty.prox(blocks, threshold, entry.target)
-        else:
             # Every `every` steps, a step `every` times as large: the same
             # shrinkage per step as every=1, for 1/every of the SVDs. The cond
             # returns values (no assignment inside), as JAX's tracing requires.
             new_blocks = keras.ops.cond(
-                keras.ops.equal(iterations % every, 0),
-                lambda: penalty.prox(blocks, threshold, entry.target),
-                lambda: blocks,
+                on_step, lambda: penalty.prox(blocks, threshold, entry.target), lambda: blocks
             )
-        if mask is not None and alive is None:
+        else:
+            new_blocks = penalty.prox(blocks, threshold, entry.target)
+        if mask is not None:
             pinned = keras.ops.reshape(keras.ops.cast(mask, dtype), (1, -1, 1))
             new_blocks = [block * pinned for block in new_blocks]
+        self._assign_and_reset(entry, variables, slots, new_blocks)
+
+    def _assign_and_reset(self, entry, variables, slots, new_blocks, alive=None):
+        """Assign the new values; zero the optimizer slots of each group now zero.
+
+        `alive` (n,), where known, says which groups are not zero; else their
+        norms decide.
+        """
+        members = entry.target.members
         for member, variable, block in zip(members, variables, new_blocks):
             variable.assign(member.unview(block))
         if not (self.reset_momentum and entry.target.neuron_groups):
             return
         if alive is None:
             alive = prox.group_norms(new_blocks) > 0
-        alive = keras.ops.reshape(keras.ops.cast(alive, dtype), (1, -1, 1))
-        for member, member_slots in zip(members, slots):
-            for slot in member_slots:
-                slot.assign(member.unview(member.view(slot) * alive))
+        scale = keras.ops.reshape(keras.ops.cast(alive, variables[0].dtype), (1, -1, 1))
+
+        def reset():
+            for member, member_slots in zip(members, slots):
+                for slot in member_slots:
+                    slot.assign(member.unview(member.view(slot) * scale))
+
+        if keras.backend.backend() == "tensorflow":
+            # Most steps zero no group: then the slots are not copied.
+            adapter.assign_if(keras.ops.logical_not(keras.ops.all(alive)), reset)
+        else:
+            # JAX cannot assign in a branch, and on torch reading the
+            # condition back would cost a GPU step more than the copy.
+            reset()
 
     def get_config(self):
         config = super().get_config()

@@ -78,6 +78,8 @@ def test_dead_ffn_branch_is_gone_and_its_constant_in_the_attention_bias():
     assert (rows["ffn_in_0"].units_after, rows["ffn_in_0"].params_after, rows["ffn_in_0"].macs_after) == (0, 0, 0)
     assert rows["ffn_in_1"].units_after == 16
     assert report.params_after == compact.count_params()
+    # The budget's projection leaves the folded branch out too.
+    assert kc.projected_size(model) == (report.params_after, report.macs_after)
     assert "ln2_0" not in report.barriers and "ln2_1" in report.barriers
     assert "folded the constant input of 'add2_0'" in report.table()
 
@@ -102,6 +104,7 @@ def test_an_attention_layer_whose_heads_all_died_is_a_constant_branch():
     compact, report = kc.compact(model)
     _assert_same(model, compact)
     assert not {"ln1_1", "mha_1", "add1_1"} & _names(compact)
+    assert kc.projected_size(model) == (compact.count_params(), report.macs_after)
     [fold] = report.folded_branches
     # add1_1 = add2_0 + c: add2_0 sums block 0's branches, and its FFN output Dense takes c.
     assert (fold["add"], fold["into"]) == ("add1_1", "ffn_out_0")
@@ -119,6 +122,7 @@ def test_a_constant_added_to_a_model_input_stays():
     compact, report = kc.compact(model)
     assert report.folded_branches == []
     assert {"constant", "add"} <= _names(compact)
+    assert kc.projected_size(model) == (report.params_after, report.macs_after)
     data = np.random.default_rng(2).standard_normal((4, 6)).astype("float32")
     np.testing.assert_allclose(compact(data), model(data), atol=1e-5)
 

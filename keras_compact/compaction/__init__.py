@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_compact import graph as graph_lib
 from keras_compact.compaction.channels import CallMasks, WeightCache, analyze
-from keras_compact.compaction.constant_branches import fold_constant_branches
+from keras_compact.compaction.constant_branches import fold_constant_branches, fold_plan
 from keras_compact.compaction.expand import diagnose_expansions, expand_model
 from keras_compact.compaction.factorize import factorize as factorize_model
 from keras_compact.compaction.rebuild import diagnose_clones, rebuild
@@ -198,16 +198,20 @@ def projected_size(model, channel_multiple=1):
     enough to run during training (the budget controller does). A model with
     expandable blocks (keras-hub's transformers) is counted as `compact` sees
     it, expanded into stock layers (which does make layers, with copies of
-    their weights). Not counted: the constant branches `compact` folds away
-    (a few parameters of each dead feed-forward block's normalization and
-    output Dense), so the count errs high.
+    their weights). The constant branches `compact` folds away (a dead
+    feed-forward block's normalization and Dense layers) are not counted:
+    the plan of those folds is made on this analysis, as `compact` makes it
+    on the model it rebuilt.
     """
     channel_multiple = _check_channel_multiple(channel_multiple)
     graph = graph_lib.build_graph(expand_model(model)[0])
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
+    live = fold_plan(graph, analysis).live
     params, macs, counted = 0, 0, set()
     for call in graph.calls:
+        if call not in live:
+            continue
         layer = call.layer
         shapes = None
         if isinstance(layer, keras.layers.Layer) and id(layer) not in analysis.barrier_layers:

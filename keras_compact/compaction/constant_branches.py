@@ -61,35 +61,13 @@ def fold_constant_branches(model):
     `model` itself is returned.
     """
     graph = graph_lib.build_graph(model)
-    analysis = analyze(graph, WeightCache())
-    calls_per_layer = collections.Counter(id(call.layer) for call in graph.calls)
-    single_calls = {layer for layer, count in calls_per_layer.items() if count == 1}
-    candidates = _candidate_adds(graph, analysis, single_calls)
-    while True:
-        cut = {(call, index) for call, (indices, _) in candidates.items() for index in indices}
-        live = _live_calls(graph, cut)
-        plans, refused = {}, []
-        for call, (indices, constant) in candidates.items():
-            if call not in live:
-                continue
-            if not constant.any():
-                plans[call] = None
-                continue
-            target = _bias_taker(graph, call, cut, live, single_calls)
-            if target is None:
-                refused.append(call)
-            else:
-                plans[call] = target
-        if not refused:
-            break
-        for call in refused:
-            del candidates[call]
-    if not plans:
+    plan = fold_plan(graph, analyze(graph, WeightCache()))
+    if not plan.takers:
         return model, []
 
     folds = []
-    for call, target in plans.items():
-        indices, constant = candidates[call]
+    for call, target in plan.takers.items():
+        indices, constant = plan.candidates[call]
         if target is not None:
             bias = spec_for(target.layer).output_bias(target.layer)
             value = keras.ops.convert_to_numpy(bias).astype("float64") + constant
@@ -102,7 +80,10 @@ def fold_constant_branches(model):
                 max_abs_constant=float(np.abs(constant).max()),
             )
         )
-    kept_inputs = {id(call.layer): [i for i in range(len(call.inputs)) if i not in candidates[call][0]] for call in plans}
+    kept_inputs = {
+        id(call.layer): [i for i in range(len(call.inputs)) if i not in plan.candidates[call][0]]
+        for call in plan.takers
+    }
 
     def call_function(layer, *args, **kwargs):
         if id(layer) not in kept_inputs:
@@ -119,6 +100,46 @@ def fold_constant_branches(model):
         functional, clone_function=lambda layer: layer, call_function=call_function
     )
     return new_model, folds
+
+
+@dataclasses.dataclass
+class FoldPlan:
+    """Which Adds of a graph lose their constant inputs, and what is left."""
+
+    takers: dict  # {Add call: the call whose output bias takes its constant (None for a zero constant)}
+    candidates: dict  # {Add call: (indices of its constant inputs, their sum)}, those of `takers` at least
+    live: set  # the calls still computed once the constant inputs are cut
+
+
+def fold_plan(graph, analysis):
+    """The folds `fold_constant_branches` makes in `graph`, given its channel analysis.
+
+    Refusals change what is live (a branch that stays keeps its layers read),
+    so the plan is recomputed without the refused Adds until none is refused.
+    `projected_size` counts the model this leaves, without building it.
+    """
+    calls_per_layer = collections.Counter(id(call.layer) for call in graph.calls)
+    single_calls = {layer for layer, count in calls_per_layer.items() if count == 1}
+    candidates = _candidate_adds(graph, analysis, single_calls)
+    while True:
+        cut = {(call, index) for call, (indices, _) in candidates.items() for index in indices}
+        live = _live_calls(graph, cut)
+        takers, refused = {}, []
+        for call, (indices, constant) in candidates.items():
+            if call not in live:
+                continue
+            if not constant.any():
+                takers[call] = None
+                continue
+            target = _bias_taker(graph, call, cut, live, single_calls)
+            if target is None:
+                refused.append(call)
+            else:
+                takers[call] = target
+        if not refused:
+            return FoldPlan(takers, candidates, live)
+        for call in refused:
+            del candidates[call]
 
 
 def _candidate_adds(graph, analysis, single_calls):

@@ -157,7 +157,7 @@ def assign_if(condition, assign):
     On TensorFlow the assignments go inside a `tf.cond` branch, so a step where
     `condition` is false writes nothing (an assignment copies the whole
     variable, even of its own value); on torch, which Keras runs eagerly, it is
-    a Python `if` on the value read back. JAX cannot assign inside a cond (it
+    a Python `if` on `condition` (a bool, or a tensor read back). JAX cannot assign inside a cond (it
     would leak a tracer): there the caller computes values in `keras.ops.cond`
     and assigns them after it.
     """

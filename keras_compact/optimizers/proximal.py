@@ -393,6 +393,9 @@ class ProximalMixin(adapter.PostUpdateHook):
         if state.torch_batches is None:
             state.torch_batches = _torch_group_step.batches(state.entries, self.penalties)
         iterations = self._iterations_value()
+        if any(penalty.every > 1 for penalty in self.penalties):
+            # Eager torch reads the step count back once a step, not once a target.
+            iterations = int(keras.ops.convert_to_numpy(iterations))
         for item in state.torch_batches:
             if isinstance(item, _torch_group_step.GroupBatch):
                 index = item.entries[0].penalty_index
@@ -467,7 +470,10 @@ class ProximalMixin(adapter.PostUpdateHook):
             self._assign_and_reset(entry, variables, slots, new_blocks, factors > 0)
             return
         if every > 1:
-            on_step = keras.ops.equal(iterations % every, 0)
+            if isinstance(iterations, int):  # torch: the step count read back once
+                on_step = iterations % every == 0
+            else:
+                on_step = keras.ops.equal(iterations % every, 0)
             if mask is None and keras.backend.backend() != "jax":
                 # Between two proxes the variables are left as they are, not
                 # assigned their own values (a copy of each on TensorFlow).

@@ -143,6 +143,18 @@ def _check_fits(model, inputs, flag, path):
             raise CliError(f"{error} (in '{path}')") from None
 
 
+def _add_size_flags(parser, channel_multiple_help):
+    """The flags that shape what compaction keeps and how its size is counted."""
+    parser.add_argument(
+        "--channel-multiple", type=_bounded(int, 1), default=1, metavar="M", help=channel_multiple_help
+    )
+    parser.add_argument(
+        "--open-dim-size", type=_bounded(int, 1), default=None, metavar="N",
+        help="count MACs with each dimension the model leaves open (None in an input shape, such as a "
+        "sequence length) at N; a --macs budget on such a model needs it",
+    )
+
+
 def _compact(model, args, path, sample_data=None):
     from keras_compact.compaction import CompactionError, compact
 
@@ -156,6 +168,7 @@ def _compact(model, args, path, sample_data=None):
             factorize=args.factorize,
             rank_rtol=args.rank_rtol,
             channel_multiple=args.channel_multiple,
+            open_dim_size=args.open_dim_size,
         )
     except CompactionError:
         raise
@@ -265,13 +278,7 @@ def _add_common_options(parser):
         help="singular values at or below this fraction of a kernel's largest count as zero "
         "(in [0, 1))",
     )
-    parser.add_argument(
-        "--channel-multiple",
-        type=_bounded(int, 1),
-        default=1,
-        metavar="M",
-        help="keep each layer's width a multiple of M >= 1 (8 runs fastest under XNNPACK); exact",
-    )
+    _add_size_flags(parser, "keep each layer's width a multiple of M >= 1 (8 runs fastest under XNNPACK); exact")
 
 
 def _add_compact_command(subparsers):
@@ -560,10 +567,7 @@ def _add_compress_command(subparsers):
     )
     training.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (runs code from the file)")
-    parser.add_argument(
-        "--channel-multiple", type=_bounded(int, 1), default=1, metavar="M",
-        help="keep each layer's width a multiple of M >= 1; the budget counts it",
-    )
+    _add_size_flags(parser, "keep each layer's width a multiple of M >= 1; the budget counts it")
     parser.add_argument("--report", metavar="R.json", help="write the report (compaction, budget, metrics)")
     exports = parser.add_argument_group("export (each artefact is run and compared with Keras)")
     exports.add_argument("--tflite", metavar="FILE", help="also export the compact model to TFLite")
@@ -650,6 +654,7 @@ def _run_compress(args):
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             channel_multiple=args.channel_multiple,
+            open_dim_size=args.open_dim_size,
             work_dir=args.work_dir,
             verbose=0 if args.quiet else 1,
         )

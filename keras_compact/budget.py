@@ -48,6 +48,8 @@ from keras_compact import graph as graph_lib
 from keras_compact import penalties as penalties_lib
 from keras_compact.compaction import projected_size
 from keras_compact.compaction.channels import WeightCache, analyze
+from keras_compact.compaction.expand import expand_model
+from keras_compact.compaction.report import layers_of_unknown_macs, multiply_adds
 from keras_compact.optimizers.proximal import proximal_optimizer_of
 from keras_compact.registry import has_neurons
 
@@ -82,6 +84,10 @@ class BudgetController(keras.callbacks.Callback):
         macs: the multiply-add budget per sample, the same way. `params` and
             `macs` may be given together; both are met.
         channel_multiple: as `compact`'s; give the same value to both.
+        open_dim_size: the size each dimension the model leaves open (None in
+            an input shape, such as a transformer's sequence length) stands
+            for when MACs are counted. A `macs` budget on a model whose
+            multiply-adds depend on such a dimension needs it.
         reach_by: fraction of the training steps by which the budget is
             reached (the rest recovers accuracy), in (0, 1].
         check_every: steps between projections; None: four times an epoch.
@@ -96,6 +102,7 @@ class BudgetController(keras.callbacks.Callback):
         params=None,
         macs=None,
         channel_multiple=1,
+        open_dim_size=None,
         reach_by=0.6,
         check_every=None,
         growth=1.5,
@@ -116,6 +123,7 @@ class BudgetController(keras.callbacks.Callback):
         if not landing_margin >= 0:
             raise ValueError(f"BudgetController: landing_margin must be >= 0, got {landing_margin}.")
         self.channel_multiple = int(channel_multiple)
+        self.open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "BudgetController")
         self.reach_by = float(reach_by)
         self.check_every = check_every
         self.growth = float(growth)
@@ -142,7 +150,7 @@ class BudgetController(keras.callbacks.Callback):
         return max(ratios)
 
     def _project(self):
-        return projected_size(self.model, channel_multiple=self.channel_multiple)
+        return projected_size(self.model, channel_multiple=self.channel_multiple, open_dim_size=self.open_dim_size)
 
     # -- Keras hooks ----------------------------------------------------------------------
 
@@ -161,7 +169,7 @@ class BudgetController(keras.callbacks.Callback):
         self._optimizer = optimizer
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self._dense = _dense_size(self.model)
+        self._dense = self._dense_size()
         steps = (self.params or {}).get("steps") or 100
         self._total_steps = max(1, steps * (self.params or {}).get("epochs", 1))
         self._check_every = int(self.check_every or max(1, steps // 4))
@@ -363,6 +371,7 @@ class BudgetController(keras.callbacks.Callback):
             "params": self.params_budget,
             "macs": self.macs_budget,
             "channel_multiple": self.channel_multiple,
+            "open_dim_size": self.open_dim_size,
             "reach_by": self.reach_by,
             "check_every": self.check_every,
             "growth": self.growth,
@@ -375,11 +384,27 @@ class BudgetController(keras.callbacks.Callback):
         return self._size_without(self._removal_order())
 
 
-def _dense_size(model):
-    """(parameters, MACs) of the model with no channel removed: the budget's 100%."""
-    from keras_compact.compaction.report import multiply_adds
+    def _dense_size(self):
+        """(parameters, MACs) of the model with no channel removed: the budget's 100%.
 
-    return int(model.count_params()), int(multiply_adds(model))
+        MACs are counted as the projection counts them, on the model with its
+        blocks expanded (a keras-hub transformer layer's own entry counts none).
+        """
+        expanded = expand_model(self.model)[0]
+        if self.macs_budget is not None:
+            graph = graph_lib.with_open_dims(graph_lib.build_graph(expanded), self.open_dim_size)
+            unknown = layers_of_unknown_macs(graph)
+            if unknown:
+                shapes = {tensor.name: tuple(tensor.shape) for tensor in self.model.inputs}
+                raise ValueError(
+                    f"BudgetController: a macs budget needs every layer's multiply-adds, and those of "
+                    f"{unknown[:5]}{' and more' if len(unknown) > 5 else ''} depend on a dimension "
+                    f"model '{self.model.name}' leaves open (its inputs: {shapes}). Pass "
+                    "open_dim_size=N, the sequence length (or size) to count them at, or give a "
+                    "params budget instead."
+                )
+        return int(self.model.count_params()), int(multiply_adds(expanded, self.open_dim_size))
+
 
 
 def _relative_norms(target):

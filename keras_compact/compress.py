@@ -116,6 +116,7 @@ def compress(
     momentum=0.9,
     strength=1e-4,
     channel_multiple=1,
+    open_dim_size=None,
     work_dir=None,
     verbose=1,
 ):
@@ -134,6 +135,8 @@ def compress(
         validation_data: (x, y) to evaluate the input, the compact and the
             fine-tuned model on.
         loss: used when the model was saved without a compiled loss.
+        channel_multiple, open_dim_size: as `BudgetController`'s and
+            `compact`'s.
         work_dir: a folder for resumable state: training resumes from its
             last epoch (`BackupAndRestore`), and a finished stage is not run
             again.
@@ -146,7 +149,9 @@ def compress(
     stage = {} if work_dir is None else _stages(work_dir)
 
     before = _evaluate(_compiled(_copy(model), loss, metrics), validation_data, batch_size)
-    controller = BudgetController(params=params, macs=macs, channel_multiple=channel_multiple, verbose=verbose)
+    controller = BudgetController(
+        params=params, macs=macs, channel_multiple=channel_multiple, open_dim_size=open_dim_size, verbose=verbose
+    )
     if stage and os.path.exists(stage["trained"]):
         trained = keras.models.load_model(stage["trained"], compile=False)
         landed_at_end = False
@@ -165,7 +170,9 @@ def compress(
         if work_dir is not None:
             with atomic_path(stage["trained"]) as temporary:
                 trained.save(temporary)
-    compact_model, report = compact(trained, channel_multiple=channel_multiple, factorize=False)
+    compact_model, report = compact(
+        trained, channel_multiple=channel_multiple, factorize=False, open_dim_size=open_dim_size
+    )
     compact_model = _compiled(compact_model, loss, metrics)
     metrics_compact = _evaluate(compact_model, validation_data, batch_size)
     if finetune_epochs:

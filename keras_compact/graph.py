@@ -14,6 +14,7 @@ layer directly to the inner layer that produced its input.
 import dataclasses
 
 import keras
+import numpy as np
 
 from keras_compact import _keras_adapter as adapter
 
@@ -45,9 +46,50 @@ class Graph:
     def calls_of(self, layer):
         return [c for c in self.calls if c.layer is layer]
 
+    def input_shape(self, call, tensor):
+        """The shape this graph gives `tensor`, a KerasTensor among `call`'s arguments.
+
+        It differs from `tensor.shape` in a graph `with_open_dims`.
+        """
+        for key, read in zip(call.inputs, call.input_tensors):
+            if read is tensor:
+                return tuple(self.tensors[key].shape)
+        return tuple(tensor.shape)
+
     def consumers_of(self, call):
         """Every (call, input index) that reads any output of `call`."""
         return [use for key in call.outputs for use in self.consumers.get(key, [])]
+
+
+def check_open_dim_size(open_dim_size, owner):
+    """`open_dim_size` as an int >= 1, or None; else an error that names `owner`."""
+    if open_dim_size is None:
+        return None
+    if isinstance(open_dim_size, bool) or not isinstance(open_dim_size, (int, np.integer)) or open_dim_size < 1:
+        raise ValueError(
+            f"{owner}: open_dim_size must be an integer >= 1 (a sequence length, say) or None, "
+            f"got {open_dim_size!r}."
+        )
+    return int(open_dim_size)
+
+
+def with_open_dims(graph, size):
+    """`graph` with every open dimension of its tensors (None, but the batch) set to `size`.
+
+    For counting multiply-adds at one sequence length (or image size) of a
+    model built for any: only the shapes change, not the calls. With `size`
+    None, `graph` itself.
+    """
+    if size is None:
+        return graph
+
+    def fixed(tensor):
+        shape = tuple(tensor.shape)
+        if None not in shape[1:]:
+            return tensor
+        return keras.KerasTensor((shape[0], *(size if d is None else d for d in shape[1:])), dtype=tensor.dtype)
+
+    return dataclasses.replace(graph, tensors={key: fixed(t) for key, t in graph.tensors.items()})
 
 
 def functional_of(model):

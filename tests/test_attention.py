@@ -155,9 +155,8 @@ def test_causal_cross_attention_with_its_own_key_and_output_shape():
 
 def test_macs_count_projections_and_scores():
     model = _block()
-    attention_macs = spec_for(model.get_layer("mha")).macs(
-        next(c for c in kc.graph.build_graph(model).calls if c.name == "mha"), None, None
-    )
+    graph = kc.graph.build_graph(model)
+    attention_macs = spec_for(model.get_layer("mha")).macs(next(c for c in graph.calls if c.name == "mha"), graph, None)
     projections = 6 * (8 * 4 * 5) * 2 + 6 * (8 * 4 * 3) + 6 * (4 * 3 * 8)  # q, k; v; output
     scores = 6 * 6 * 4 * (5 + 3)
     assert attention_macs == projections + scores

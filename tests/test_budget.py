@@ -104,6 +104,8 @@ def test_an_impossible_budget_is_refused_before_training(digits):
         (dict(params=0.1, reach_by=0), ValueError, r"reach_by must be in \(0, 1\]"),
         (dict(params=0.1, growth=1.0), ValueError, "growth must be > 1"),
         (dict(params=0.1, check_every=0), ValueError, "check_every must be an integer >= 1"),
+        (dict(macs=0.5, open_dim_size=0), ValueError, "open_dim_size must be an integer >= 1"),
+        (dict(macs=0.5, open_dim_size=8.5), ValueError, "open_dim_size must be an integer >= 1"),
     ],
 )
 def test_bad_budgets_are_clear_errors(kwargs, error, message):
@@ -164,3 +166,56 @@ def test_compress_penalizes_the_heads_of_a_transformer(digits):
     rows = {row.name: row for row in result.report.layers}
     assert rows["mha"].unit == "heads" and rows["mha"].units_after < 4
     assert result.report.params_after <= 0.45 * model.count_params()
+
+
+def sequence_transformer(length=None, seed=0):
+    """Digits as a sequence of rows (8 pixels each), of any length when `length` is None."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((length, 8))
+    tokens = keras.layers.Dense(32, name="embed")(inputs)
+    x = keras.layers.LayerNormalization()(tokens)
+    x = keras.layers.Add()([tokens, keras.layers.MultiHeadAttention(4, 8, name="mha")(x, x)])
+    f = keras.layers.Dense(64, activation="gelu", name="ffn_in")(keras.layers.LayerNormalization()(x))
+    x = keras.layers.Add()([x, keras.layers.Dense(32, name="ffn_out")(f)])
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(x))
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_open_dim_size_counts_macs_as_a_model_built_for_that_length():
+    open_model, fixed = sequence_transformer(), sequence_transformer(length=8)
+    rng = np.random.default_rng(0)
+    ffn = open_model.get_layer("ffn_in")
+    kernel = keras.ops.convert_to_numpy(ffn.kernel).copy()
+    kernel[:, rng.choice(64, 40, replace=False)] = 0  # dead neurons, so the projection is not the dense count
+    ffn.kernel.assign(kernel)
+    fixed.set_weights(open_model.get_weights())
+    assert kc.projected_size(open_model)[1] < kc.projected_size(fixed)[1]  # open: attention, FFN count 0
+    assert kc.projected_size(open_model, open_dim_size=8) == kc.projected_size(fixed)
+    assert kc.multiply_adds(open_model, open_dim_size=8) == kc.multiply_adds(fixed)
+    assert kc.multiply_adds(open_model, open_dim_size=16) > kc.multiply_adds(fixed)
+
+
+def test_a_macs_budget_on_an_open_sequence_length(digits):
+    x, y, _, _ = digits
+    x = x[..., 0]  # (samples, 8 rows, 8 pixels)
+
+    def compiled(model):
+        model.compile(
+            kc.ProxSGD(0.05, momentum=0.9, penalties=[kc.HeadLasso(1e-3), kc.GroupLasso(1e-3, layers="ffn_in")]),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    model = compiled(sequence_transformer())
+    with pytest.raises(ValueError, match=r"'embed'.*open.*open_dim_size=N"):
+        model.fit(x[:64], y[:64], verbose=0, callbacks=[kc.BudgetController(macs=0.5)])
+    model = compiled(sequence_transformer())
+    controller = kc.BudgetController(macs=0.5, open_dim_size=8, verbose=0)
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0, callbacks=[controller])
+    assert controller.landed
+    # Counted as compact counts the same network built for 8 tokens.
+    fixed = sequence_transformer(length=8)
+    fixed.set_weights(model.get_weights())
+    _, report = kc.compact(fixed)
+    assert 0.7 * 0.5 <= report.macs_after / report.macs_before <= 0.5
+

@@ -71,6 +71,21 @@ def test_report_prints_the_table(saved, capsys):
         assert expected in table
 
 
+def test_report_counts_macs_at_the_open_dim_size(tmp_path, capsys):
+    """A model of any sequence length: MACs unknown ("?") unless --open-dim-size gives one."""
+    inputs = keras.Input((None, 6))
+    x = keras.layers.Dense(4, activation="relu", name="fc")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.GlobalAveragePooling1D()(x)))
+    path = str(tmp_path / "sequence.keras")
+    model.save(path)
+    assert cli.main(["report", path]) == 0
+    assert "?" in capsys.readouterr().out
+    report_path = str(tmp_path / "r.json")
+    assert cli.main(["compact", path, str(tmp_path / "out.keras"), "--open-dim-size", "10", "--report", report_path]) == 0
+    report = json.loads(open(report_path).read())
+    assert report["macs_before"] == 10 * 6 * 4 + 4 * 2  # fc at each of 10 positions, then out once
+
+
 def test_out_equal_to_in_is_refused(saved, capsys):
     _, path = saved
     before = open(path, "rb").read()

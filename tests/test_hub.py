@@ -250,6 +250,23 @@ def test_a_budget_on_a_keras_hub_model_counts_its_blocks_and_is_met():
     )
 
 
+def test_macs_of_a_keras_hub_model_are_counted_at_a_given_sequence_length():
+    """BertBackbone takes any sequence length: its blocks' MACs count at `open_dim_size`, else not at all."""
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=40, num_layers=2, num_heads=HEADS, hidden_dim=HIDDEN, intermediate_dim=FFN,
+        max_sequence_length=16, dropout=0.0,
+    )
+    tokens = 8
+    # Per block: the four projections, the scores and the weighted values of each head, the FFN; then the pooler.
+    per_block = 4 * tokens * HIDDEN * HIDDEN + 2 * tokens * tokens * HIDDEN + 2 * tokens * HIDDEN * FFN
+    assert keras_compact.projected_size(model, open_dim_size=tokens)[1] == 2 * per_block + HIDDEN * HIDDEN
+    assert keras_compact.projected_size(model)[1] == HIDDEN * HIDDEN  # the blocks' MACs are unknown
+    model.compile(keras_compact.ProxSGD(0.05, penalties=[keras_compact.GroupLasso(1e-3)]), loss="mse")
+    inputs, targets = _bert_regression(seed=0, samples=4)
+    with pytest.raises(ValueError, match=r"transformer_layer_0.*open_dim_size=N"):
+        model.fit(inputs, targets, verbose=0, callbacks=[keras_compact.BudgetController(macs=0.5)])
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_compact_removes_dead_attention_heads(name, compacted):
     _, expected, small, _ = compacted[name]

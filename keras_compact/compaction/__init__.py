@@ -78,6 +78,7 @@ def compact(
     factorize="auto",
     rank_rtol=1e-5,
     channel_multiple=1,
+    open_dim_size=None,
 ):
     """A copy of `model` without its dead neurons, and a `CompactionReport`.
 
@@ -111,12 +112,16 @@ def compact(
         channel_multiple: keep some removable channels so that each layer's
             width is a multiple of this (8 suits XNNPACK's SIMD blocks on
             CPUs); exact, since a kept channel needs no folding.
+        open_dim_size: the report counts MACs with every dimension the model
+            leaves open (None in a shape, but the batch: a sequence length)
+            at this size; None: such a layer's MACs are unknown ("?").
 
     Returns:
         (compact_model, report): a plain Functional Keras model of standard
         layers (nested models expanded) and a `CompactionReport`.
     """
     channel_multiple = _check_channel_multiple(channel_multiple)
+    open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "compact")
     factorize_layers = _layers_to_factorize(model, factorize)
     for name, value in (("atol", atol), ("rtol", rtol), ("rank_rtol", rank_rtol)):
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
@@ -128,7 +133,7 @@ def compact(
     analysis = analyze(graph, weights, channel_multiple)
     rebuilt = rebuild(source, graph, analysis, weights)
     rebuilt.model, branch_folds = fold_constant_branches(rebuilt.model)
-    report = make_report(source, graph, analysis, rebuilt, weights)
+    report = make_report(source, graph, analysis, rebuilt, weights, open_dim_size)
     report.folded_branches = [fold.to_dict() for fold in branch_folds]
     if expansions:
         report.params_before = int(model.count_params())
@@ -136,7 +141,7 @@ def compact(
     compact_model = rebuilt.model
     if factorize_layers is None or factorize_layers:
         compact_model, factorizations = factorize_model(compact_model, rtol=rank_rtol, layers=factorize_layers)
-        add_factorizations(report, compact_model, factorizations)
+        add_factorizations(report, compact_model, factorizations, open_dim_size)
     if verify:
         try:
             report.max_abs_diff, report.max_rel_diff = verify_models(
@@ -189,7 +194,7 @@ def _expanded(model, sample_data, atol, rtol, seed, verify):
     return expanded, expansions
 
 
-def projected_size(model, channel_multiple=1):
+def projected_size(model, channel_multiple=1, open_dim_size=None):
     """(parameters, MACs per sample) of `compact(model, factorize=False)`, without building it.
 
     The same channel analysis as `compact` (coupled channels, barriers,
@@ -201,13 +206,17 @@ def projected_size(model, channel_multiple=1):
     their weights). The constant branches `compact` folds away (a dead
     feed-forward block's normalization and Dense layers) are not counted:
     the plan of those folds is made on this analysis, as `compact` makes it
-    on the model it rebuilt.
+    on the model it rebuilt. A call whose shapes are not all known (a
+    sequence length left None) counts 0 MACs, unless `open_dim_size` gives
+    the size each open dimension (but the batch) stands for.
     """
     channel_multiple = _check_channel_multiple(channel_multiple)
+    open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "projected_size")
     graph = graph_lib.build_graph(expand_model(model)[0])
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     live = fold_plan(graph, analysis).live
+    macs_graph = graph_lib.with_open_dims(graph, open_dim_size)
     params, macs, counted = 0, 0, set()
     for call in graph.calls:
         if call not in live:
@@ -222,7 +231,7 @@ def projected_size(model, channel_multiple=1):
         if isinstance(layer, keras.layers.Layer) and id(layer) not in counted:
             counted.add(id(layer))
             params += layer.count_params() if shapes is None else sum(int(np.prod(s)) for s in shapes.values())
-        macs += spec_for(layer).macs(call, graph, shapes) or 0
+        macs += spec_for(layer).macs(call, macs_graph, shapes) or 0
     return int(params), int(macs)
 
 

@@ -28,9 +28,21 @@ def _total(macs):
     return sum(f for f in macs.values() if f is not None)
 
 
-def multiply_adds(model):
-    """Multiply-adds of one sample through every Dense/conv call of `model` (unknown shapes count 0)."""
-    return _total(macs_by_layer(graph_lib.build_graph(model)))
+def multiply_adds(model, open_dim_size=None):
+    """Multiply-adds of one sample through every Dense/conv call of `model`.
+
+    A call whose shapes are not all known (a sequence length left None)
+    counts 0, unless `open_dim_size` gives the size every open dimension
+    (but the batch) stands for.
+    """
+    graph_lib.check_open_dim_size(open_dim_size, "multiply_adds")
+    return _total(macs_by_layer(graph_lib.with_open_dims(graph_lib.build_graph(model), open_dim_size)))
+
+
+def layers_of_unknown_macs(graph):
+    """Names of the layers of `graph` whose multiply-adds depend on a dimension left open."""
+    totals = macs_by_layer(graph)
+    return list(dict.fromkeys(call.name for call in graph.calls if totals[id(call.layer)] is None))
 
 
 @dataclasses.dataclass
@@ -175,9 +187,10 @@ def _folded_away(entry):
     )
 
 
-def make_report(model, graph, analysis, rebuilt, weights):
+def make_report(model, graph, analysis, rebuilt, weights, open_dim_size=None):
     new_graph = graph_lib.build_graph(rebuilt.model)
-    macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
+    macs_before = macs_by_layer(graph_lib.with_open_dims(graph, open_dim_size))
+    macs_after = macs_by_layer(graph_lib.with_open_dims(new_graph, open_dim_size))
     present = {id(call.layer) for call in new_graph.calls}
     layers, seen = [], set()
     for call in graph.calls:
@@ -234,12 +247,12 @@ def make_report(model, graph, analysis, rebuilt, weights):
     )
 
 
-def add_factorizations(report, model, factorizations):
+def add_factorizations(report, model, factorizations, open_dim_size=None):
     """Fold factorized layers (each now two layers of `model`) into `report`."""
     if not factorizations:
         return
     report.factorized = [f.to_dict() for f in factorizations]
-    macs = macs_by_layer(graph_lib.build_graph(model))
+    macs = macs_by_layer(graph_lib.with_open_dims(graph_lib.build_graph(model), open_dim_size))
     entries = {entry.name: entry for entry in report.layers}
     for f in factorizations:
         pair = [model.get_layer(f.factor_name), model.get_layer(f.name)]

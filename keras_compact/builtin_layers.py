@@ -157,6 +157,7 @@ class IdentityAtInferenceSpec(PassThroughSpec):
     """Dropout and noise layers: the identity at inference."""
 
     config_counts_channels = True
+    identity_at_inference = True
 
     def rebuild(self, layer, masks, weights):
         config = layer.get_config()

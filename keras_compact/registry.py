@@ -121,6 +121,9 @@ class LayerSpec:
     # Whether the output is the elementwise sum of the inputs (Add): the
     # constant-branch fold may then drop a constant input into a bias.
     sums_inputs = False
+    # Whether the layer is the identity at inference (Dropout, noise layers):
+    # the fold may add that constant to a bias on the layer's far side.
+    identity_at_inference = False
 
     def __init__(self, why="is not known to the compactor"):
         self.why = why

@@ -84,6 +84,24 @@ def test_dead_ffn_branch_is_gone_and_its_constant_in_the_attention_bias():
     assert "folded the constant input of 'add2_0'" in report.table()
 
 
+def test_the_constant_goes_through_a_dropout_into_the_bias_before_it():
+    """x + Dropout(attention) + c: at inference the Dropout is the identity, so the attention takes c."""
+    inputs = keras.Input((6, 8), name="tokens")
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    x = keras.layers.Add(name="add1")([inputs, keras.layers.Dropout(0.1, name="drop")(h)])
+    h = keras.layers.Dense(16, activation="gelu", name="ffn_in")(x)
+    x = keras.layers.Add(name="add2")([x, keras.layers.Dense(8, name="ffn_out")(h)])
+    model = _randomized(keras.Model(inputs, keras.layers.Dense(3, name="classes")(x)))
+    _set(model.get_layer("ffn_in").kernel, 0.0)
+    _set(model.get_layer("ffn_in").bias, 0.4)
+    compact, report = kc.compact(model)
+    _assert_same(model, compact)
+    [fold] = report.folded_branches
+    assert (fold["add"], fold["into"]) == ("add2", "mha")
+    assert "drop" in _names(compact) and not {"ffn_in", "ffn_out", "add2"} & _names(compact)
+    assert kc.projected_size(model) == (report.params_after, report.macs_after)
+
+
 def test_the_input_model_is_untouched_and_the_compact_model_saves(tmp_path):
     model = _randomized(_vit_block())
     _kill_ffn(model, 1)

@@ -448,17 +448,21 @@ def test_head_and_group_lasso_train_the_keras_hub_model_as_it_is_and_compact_rem
     assert not np.any(keras.ops.convert_to_numpy(second._feedforward_intermediate_dense.kernel))
     assert np.all(np.any(keras.ops.convert_to_numpy(second._self_attention_layer._output_dense.kernel), axis=(1, 2)))
     small, report = keras_compact.compact(model, sample_data=inputs)
-    assert small.get_layer("transformer_layer_0_self_attention_layer").num_heads == 1  # a layer keeps one
     assert small.get_layer("transformer_layer_1_self_attention_layer").num_heads == HEADS
     assert small.get_layer("transformer_layer_0_feedforward_intermediate_dense").units == FFN
-    # Block 1's FFN died whole: it only added a constant, which went into the post-norm beta
-    # before it, and its layers are gone (block 0's attention stays: dropout is in the way).
+    # Block 0's attention and block 1's FFN died whole: each only added a constant, which went into
+    # the beta of the LayerNormalization before it (block 0's through the embeddings' Dropout, the
+    # identity at inference), and their layers are gone.
     names = {layer.name for layer in small.layers}
-    assert not {"transformer_layer_1_feedforward_intermediate_dense", "transformer_layer_1_feedforward_output_dense"} & names
-    [fold] = report.folded_branches
-    assert (fold["add"], fold["into"]) == (
-        "transformer_layer_1_feedforward_residual", "transformer_layer_1_self_attention_layer_norm"
-    )
+    assert not {
+        "transformer_layer_0_self_attention_layer",
+        "transformer_layer_1_feedforward_intermediate_dense",
+        "transformer_layer_1_feedforward_output_dense",
+    } & names
+    assert [(fold["add"], fold["into"]) for fold in report.folded_branches] == [
+        ("transformer_layer_0_self_attention_residual", "embeddings_layer_norm"),
+        ("transformer_layer_1_feedforward_residual", "transformer_layer_1_self_attention_layer_norm"),
+    ]
     assert report.max_rel_diff <= 1e-4
 
 

@@ -18,7 +18,11 @@ LayerNormalization's beta). In a pre-norm block
     x2 = x1 + c
 
 x2 becomes x0 + MultiHeadAttention'(...) with c in the attention's output
-bias: the search goes through Adds whose only remaining reader is this one.
+bias: the search goes through Adds whose only remaining reader is this one,
+and through Dropout and noise layers (keras-hub's GPT-2 has one after its
+attention). Those are the identity at inference, where the fold is exact;
+in training the Dropout then drops c too, as it drops the rest of the bias
+it follows.
 The layers that only fed the constant are then unused and left out of the
 model. The constants come from the channel analysis (weights only), so this
 is exact up to float rounding, and `compact` verifies it with the rest.
@@ -188,8 +192,8 @@ def _bias_taker(graph, add_call, cut, live, single_calls):
 
     Depth first through the Add's remaining inputs: a tensor qualifies when
     its only live reader is the Add; then its producer takes the constant if
-    it has an output bias and one call, or is an Add whose inputs are searched
-    the same way.
+    it has an output bias and one call, or is an Add, or a Dropout (the
+    identity at inference), whose inputs are searched the same way.
     """
     output_shape = tuple(graph.tensors[add_call.outputs[0]].shape)
     for index, key in enumerate(add_call.inputs):
@@ -206,7 +210,7 @@ def _bias_taker(graph, add_call, cut, live, single_calls):
         layer = producer.layer
         if id(layer) not in single_calls or len(producer.outputs) != 1:
             continue
-        if spec_for(layer).sums_inputs:
+        if spec_for(layer).sums_inputs or spec_for(layer).identity_at_inference:
             found = _bias_taker(graph, producer, cut, live, single_calls)
             if found is not None:
                 return found

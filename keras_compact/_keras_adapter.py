@@ -150,16 +150,15 @@ def cross_replica_call(optimizer, fn, *args):
     )
 
 
-
 def assign_if(condition, assign):
     """Call `assign()`, which assigns variables, only where the scalar `condition` holds.
 
     On TensorFlow the assignments go inside a `tf.cond` branch, so a step where
     `condition` is false writes nothing (an assignment copies the whole
     variable, even of its own value); on torch, which Keras runs eagerly, it is
-    a Python `if` on `condition` (a bool, or a tensor read back). JAX cannot assign inside a cond (it
-    would leak a tracer): there the caller computes values in `keras.ops.cond`
-    and assigns them after it.
+    a Python `if` on `condition` (a bool, or a tensor read back). JAX cannot
+    assign inside a cond (it would leak a tracer): there the caller computes
+    values in `keras.ops.cond` and assigns them after it.
     """
     backend = keras.backend.backend()
     if backend == "torch":

@@ -150,7 +150,9 @@ class BudgetController(keras.callbacks.Callback):
         return max(ratios)
 
     def _project(self):
-        return projected_size(self.model, channel_multiple=self.channel_multiple, open_dim_size=self.open_dim_size)
+        return projected_size(
+            self.model, channel_multiple=self.channel_multiple, open_dim_size=self.open_dim_size
+        )
 
     # -- Keras hooks ----------------------------------------------------------------------
 
@@ -404,7 +406,6 @@ class BudgetController(keras.callbacks.Callback):
                     "params budget instead."
                 )
         return int(self.model.count_params()), int(multiply_adds(expanded, self.open_dim_size))
-
 
 
 def _relative_norms(target):

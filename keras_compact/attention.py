@@ -234,12 +234,11 @@ class MultiHeadAttentionSpec(LayerSpec):
         value = adapter.call_argument(call.arguments, 1, "value")
         if not isinstance(query, keras.KerasTensor) or not isinstance(value, keras.KerasTensor):
             return None
-        query_shape, value_shape = graph.input_shape(call, query), graph.input_shape(call, value)
-        query_dims, value_dims = query_shape[1:-1], value_shape[1:-1]
+        query_dims, value_dims = tuple(query.shape[1:-1]), tuple(value.shape[1:-1])
         if None in query_dims or None in value_dims:
             return None
-        axes = getattr(layer, "attention_axes", None) or tuple(range(1, len(query_shape) - 1))
-        keys_per_query = int(np.prod([value_shape[a] for a in axes], dtype=np.int64))
+        axes = getattr(layer, "attention_axes", None) or tuple(range(1, len(query.shape) - 1))
+        keys_per_query = int(np.prod([value.shape[a] for a in axes], dtype=np.int64))
 
         def shape(name):
             if weights is not None:

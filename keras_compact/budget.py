@@ -394,8 +394,7 @@ class BudgetController(keras.callbacks.Callback):
         """
         expanded = expand_model(self.model)[0]
         if self.macs_budget is not None:
-            graph = graph_lib.with_open_dims(graph_lib.build_graph(expanded), self.open_dim_size)
-            unknown = layers_of_unknown_macs(graph)
+            unknown = layers_of_unknown_macs(graph_lib.build_graph_at(expanded, self.open_dim_size))
             if unknown:
                 shapes = {tensor.name: tuple(tensor.shape) for tensor in self.model.inputs}
                 raise ValueError(

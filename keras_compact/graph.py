@@ -46,16 +46,6 @@ class Graph:
     def calls_of(self, layer):
         return [c for c in self.calls if c.layer is layer]
 
-    def input_shape(self, call, tensor):
-        """The shape this graph gives `tensor`, a KerasTensor among `call`'s arguments.
-
-        It differs from `tensor.shape` in a graph `with_open_dims`.
-        """
-        for key, read in zip(call.inputs, call.input_tensors):
-            if read is tensor:
-                return tuple(self.tensors[key].shape)
-        return tuple(tensor.shape)
-
     def consumers_of(self, call):
         """Every (call, input index) that reads any output of `call`."""
         return [use for key in call.outputs for use in self.consumers.get(key, [])]
@@ -73,23 +63,26 @@ def check_open_dim_size(open_dim_size, owner):
     return int(open_dim_size)
 
 
-def with_open_dims(graph, size):
-    """`graph` with every open dimension of its tensors (None, but the batch) set to `size`.
+def build_graph_at(model, open_dim_size):
+    """`build_graph(model)` as traced with every open input dimension (None, but the batch) set.
 
     For counting multiply-adds at one sequence length (or image size) of a
-    model built for any: only the shapes change, not the calls. With `size`
-    None, `graph` itself.
+    model built for any: the model's layers are called again on inputs of
+    that size (`clone_model` sharing every layer), so each tensor gets the
+    size its layers give it (a strided convolution halves it, a class token
+    adds one). With `open_dim_size` None, `build_graph(model)`. A nested
+    model keeps its own open shapes inside.
     """
-    if size is None:
-        return graph
+    functional = None if open_dim_size is None else functional_of(model)
+    if functional is None or not any(None in t.shape[1:] for t in keras.tree.flatten(functional.input)):
+        return build_graph(model)
 
-    def fixed(tensor):
-        shape = tuple(tensor.shape)
-        if None not in shape[1:]:
-            return tensor
-        return keras.KerasTensor((shape[0], *(size if d is None else d for d in shape[1:])), dtype=tensor.dtype)
+    def sized_input(tensor):
+        shape = (tensor.shape[0], *(open_dim_size if d is None else d for d in tensor.shape[1:]))
+        return keras.Input(batch_shape=shape, dtype=tensor.dtype, name=tensor.name)
 
-    return dataclasses.replace(graph, tensors={key: fixed(t) for key, t in graph.tensors.items()})
+    inputs = keras.tree.map_structure(sized_input, functional.input)
+    return build_graph(keras.models.clone_model(functional, input_tensors=inputs, clone_function=lambda layer: layer))
 
 
 def functional_of(model):

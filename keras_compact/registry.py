@@ -184,10 +184,7 @@ class LayerSpec:
         """Multiply-adds of one call for one sample (None where a shape is unknown).
 
         `weights` maps attribute name to array shape for the layer as it will
-        be (after `rebuild`), or is None for the layer as it is. Read tensor
-        shapes from `graph` (`graph.tensors[key]`, `graph.input_shape(call,
-        tensor)`), not from the KerasTensors themselves: a budget's
-        `open_dim_size` reaches the count through the graph.
+        be (after `rebuild`), or is None for the layer as it is.
         """
         return 0
 

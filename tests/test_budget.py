@@ -195,6 +195,25 @@ def test_open_dim_size_counts_macs_as_a_model_built_for_that_length():
     assert kc.multiply_adds(open_model, open_dim_size=16) > kc.multiply_adds(fixed)
 
 
+def test_open_dim_size_follows_each_layer_s_own_sizes():
+    """An image model of any size: a strided conv halves the size the next conv runs at."""
+
+    def convnet(size):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((size, size, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="down")(inputs)
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(x)
+        tokens = keras.layers.Reshape((-1, 8))(x)
+        x = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+        return keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling1D()(x)))
+
+    open_model, fixed = convnet(None), convnet(16)
+    assert kc.multiply_adds(open_model, open_dim_size=16) == kc.multiply_adds(fixed)
+    assert kc.projected_size(open_model, open_dim_size=16) == kc.projected_size(fixed)
+    _, report = kc.compact(open_model, open_dim_size=16)
+    assert report.macs_before == kc.multiply_adds(fixed)
+
+
 def test_a_macs_budget_on_an_open_sequence_length(digits):
     x, y, _, _ = digits
     x = x[..., 0]  # (samples, 8 rows, 8 pixels)

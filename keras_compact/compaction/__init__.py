@@ -212,11 +212,19 @@ def projected_size(model, channel_multiple=1, open_dim_size=None):
     """
     channel_multiple = _check_channel_multiple(channel_multiple)
     open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "projected_size")
-    graph = graph_lib.build_graph(expand_model(model)[0])
+    expanded = expand_model(model)[0]
+    graph = graph_lib.build_graph(expanded)
     weights = WeightCache()
     analysis = analyze(graph, weights, channel_multiple)
     live = fold_plan(graph, analysis).live
-    macs_graph = graph_lib.with_open_dims(graph, open_dim_size)
+    macs_graph, sized = graph, {}
+    if open_dim_size is not None:
+        # The same calls, in the same order, traced at the size asked for.
+        macs_graph = graph_lib.build_graph_at(expanded, open_dim_size)
+        sized = dict(zip(graph.calls, macs_graph.calls))
+        if len(macs_graph.calls) != len(graph.calls) or any(type(a.layer) is not type(b.layer) for a, b in sized.items()):
+            raise RuntimeError(f"projected_size: model '{model.name}' traced at open_dim_size={open_dim_size} "
+                               "has other calls than the model itself; please report this model.")
     params, macs, counted = 0, 0, set()
     for call in graph.calls:
         if call not in live:
@@ -231,7 +239,7 @@ def projected_size(model, channel_multiple=1, open_dim_size=None):
         if isinstance(layer, keras.layers.Layer) and id(layer) not in counted:
             counted.add(id(layer))
             params += layer.count_params() if shapes is None else sum(int(np.prod(s)) for s in shapes.values())
-        macs += spec_for(layer).macs(call, macs_graph, shapes) or 0
+        macs += spec_for(layer).macs(sized.get(call, call), macs_graph, shapes) or 0
     return int(params), int(macs)
 
 

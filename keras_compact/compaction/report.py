@@ -35,8 +35,8 @@ def multiply_adds(model, open_dim_size=None):
     counts 0, unless `open_dim_size` gives the size every open dimension
     (but the batch) stands for.
     """
-    graph_lib.check_open_dim_size(open_dim_size, "multiply_adds")
-    return _total(macs_by_layer(graph_lib.with_open_dims(graph_lib.build_graph(model), open_dim_size)))
+    open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "multiply_adds")
+    return _total(macs_by_layer(graph_lib.build_graph_at(model, open_dim_size)))
 
 
 def layers_of_unknown_macs(graph):
@@ -189,8 +189,8 @@ def _folded_away(entry):
 
 def make_report(model, graph, analysis, rebuilt, weights, open_dim_size=None):
     new_graph = graph_lib.build_graph(rebuilt.model)
-    macs_before = macs_by_layer(graph_lib.with_open_dims(graph, open_dim_size))
-    macs_after = macs_by_layer(graph_lib.with_open_dims(new_graph, open_dim_size))
+    macs_before = macs_by_layer(graph if open_dim_size is None else graph_lib.build_graph_at(model, open_dim_size))
+    macs_after = macs_by_layer(graph_lib.build_graph_at(rebuilt.model, open_dim_size))
     present = {id(call.layer) for call in new_graph.calls}
     layers, seen = [], set()
     for call in graph.calls:
@@ -252,7 +252,7 @@ def add_factorizations(report, model, factorizations, open_dim_size=None):
     if not factorizations:
         return
     report.factorized = [f.to_dict() for f in factorizations]
-    macs = macs_by_layer(graph_lib.with_open_dims(graph_lib.build_graph(model), open_dim_size))
+    macs = macs_by_layer(graph_lib.build_graph_at(model, open_dim_size))
     entries = {entry.name: entry for entry in report.layers}
     for f in factorizations:
         pair = [model.get_layer(f.factor_name), model.get_layer(f.name)]

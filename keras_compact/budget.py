@@ -401,8 +401,8 @@ class BudgetController(keras.callbacks.Callback):
                     f"BudgetController: a macs budget needs every layer's multiply-adds, and those of "
                     f"{unknown[:5]}{' and more' if len(unknown) > 5 else ''} depend on a dimension "
                     f"model '{self.model.name}' leaves open (its inputs: {shapes}). Pass "
-                    "open_dim_size=N, the sequence length (or size) to count them at, or give a "
-                    "params budget instead."
+                    "open_dim_size=N (--open-dim-size N on the command line), the sequence length "
+                    "(or size) to count them at, or give a params budget instead."
                 )
         return int(self.model.count_params()), int(multiply_adds(expanded, self.open_dim_size))
 

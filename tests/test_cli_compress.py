@@ -110,6 +110,24 @@ def test_bad_compress_inputs_are_one_line_errors(files, tmp_path, capsys, argume
     assert fingerprint(source) == before and not out.exists()
 
 
+def test_a_macs_budget_on_an_open_sequence_length_asks_for_open_dim_size(tmp_path, capsys):
+    inputs = keras.Input((None, 6))
+    x = keras.layers.Dense(8, activation="relu", name="fc")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling1D()(x)))
+    model.compile(loss="sparse_categorical_crossentropy")
+    source, out = tmp_path / "sequence.keras", tmp_path / "out.keras"
+    model.save(source)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.normal(size=(64, 5, 6)).astype("float32"), y=rng.integers(0, 3, 64))
+    arguments = ["compress", source, out, "--train-data", tmp_path / "train.npz", "--macs", "0.5", "--epochs", "2",
+                 "--quiet"]
+    assert run(tmp_path, *arguments) == 2
+    error = capsys.readouterr().err
+    assert "['fc']" in error and "--open-dim-size N" in error and not out.exists()
+    assert run(tmp_path, *arguments, "--open-dim-size", "5") == 0
+    assert out.exists()
+
+
 def test_a_model_saved_without_a_loss_asks_for_one(files, tmp_path, capsys):
     out = tmp_path / "out.keras"
     arguments = ["compress", files / "no_loss.keras", out, "--train-data", files / "train.npz", "--params", "0.5",

@@ -222,9 +222,14 @@ def projected_size(model, channel_multiple=1, open_dim_size=None):
         # The same calls, in the same order, traced at the size asked for.
         macs_graph = graph_lib.build_graph_at(expanded, open_dim_size)
         sized = dict(zip(graph.calls, macs_graph.calls))
-        if len(macs_graph.calls) != len(graph.calls) or any(type(a.layer) is not type(b.layer) for a, b in sized.items()):
-            raise RuntimeError(f"projected_size: model '{model.name}' traced at open_dim_size={open_dim_size} "
-                               "has other calls than the model itself; please report this model.")
+        same_calls = len(macs_graph.calls) == len(graph.calls) and all(
+            type(a.layer) is type(b.layer) for a, b in sized.items()
+        )
+        if not same_calls:
+            raise RuntimeError(
+                f"projected_size: model '{model.name}' traced at open_dim_size={open_dim_size} has "
+                "other calls than the model itself; please report this model."
+            )
     params, macs, counted = 0, 0, set()
     for call in graph.calls:
         if call not in live:

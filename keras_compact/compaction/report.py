@@ -189,8 +189,11 @@ def _folded_away(entry):
 
 def make_report(model, graph, analysis, rebuilt, weights, open_dim_size=None):
     new_graph = graph_lib.build_graph(rebuilt.model)
-    macs_before = macs_by_layer(graph if open_dim_size is None else graph_lib.build_graph_at(model, open_dim_size))
-    macs_after = macs_by_layer(graph_lib.build_graph_at(rebuilt.model, open_dim_size))
+    if open_dim_size is None:
+        macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
+    else:
+        macs_before = macs_by_layer(graph_lib.build_graph_at(model, open_dim_size))
+        macs_after = macs_by_layer(graph_lib.build_graph_at(rebuilt.model, open_dim_size))
     present = {id(call.layer) for call in new_graph.calls}
     layers, seen = [], set()
     for call in graph.calls:

@@ -26,25 +26,30 @@ def check(seed):
 
     Three penalties, so that the order is kept around a penalty of another
     kind: a weighted GroupLasso on every hidden layer (fc with its
-    BatchNormalization, fc2 with a pinned neuron), TensorLowRank on fc2, an
-    unweighted GroupLasso on fc2 again.
+    BatchNormalization, fc2 with a pinned neuron, a transposed conv),
+    TensorLowRank on fc2, an unweighted GroupLasso on fc2 again.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((5,))
     x = keras.layers.Dense(8, name="fc")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.Dense(7, activation="relu", name="fc2")(keras.layers.ReLU()(x))
-    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+    # A transposed conv: its neuron axis is not the kernel's last, (2, 4, 7)
+    # is (rows, n, cols) with cols > 1.
+    x = keras.layers.Conv1DTranspose(4, 2, name="deconv")(keras.layers.Reshape((1, 7))(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
     rng = np.random.default_rng(seed)
     lr, strength = 0.1, 0.5
     threshold = lr * strength
-    for layer in (model.get_layer("fc"), model.get_layer("fc2")):
-        # Kernel norms from zero to twice the weighted threshold, one exactly zero.
-        kernel = rng.normal(size=layer.kernel.shape).astype("float32")
-        weighted = threshold * np.sqrt(kernel.shape[0] + 3)  # at most bias, gamma, beta more
-        scale = rng.uniform(0, 2 * weighted, size=kernel.shape[1]).astype("float32")
-        scale[rng.integers(kernel.shape[1])] = 0
-        layer.kernel.assign(kernel / np.linalg.norm(kernel, axis=0) * scale)
+    for layer in (model.get_layer("fc"), model.get_layer("fc2"), model.get_layer("deconv")):
+        # Kernel norms from zero to twice the weighted threshold, one exactly
+        # zero. Each kernel's neuron axis is axis 1 (moved last and back).
+        kernel = np.moveaxis(rng.normal(size=layer.kernel.shape).astype("float32"), 1, -1)
+        weighted = threshold * np.sqrt(kernel[..., 0].size + 3)  # at most bias, gamma, beta more
+        scale = rng.uniform(0, 2 * weighted, size=kernel.shape[-1]).astype("float32")
+        scale[rng.integers(kernel.shape[-1])] = 0
+        norms = np.sqrt(np.sum(np.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+        layer.kernel.assign(np.moveaxis(kernel / norms * scale, -1, 1))
     for variable in (model.get_layer("bn").gamma, model.get_layer("bn").beta):
         variable.assign(rng.uniform(-threshold, threshold, size=variable.shape).astype("float32"))
     penalties = [

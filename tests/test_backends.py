@@ -66,7 +66,7 @@ def test_group_step_equals_the_plain_prox_on_the_backend(backend):
     for result in results:
         assert result["backend"] == backend
         assert all(z > 0 for z in result["zero_groups"])
-        assert result["fused_batches"] == ([2, 1] if backend == "torch" else [])
+        assert result["fused_batches"] == ([3, 1] if backend == "torch" else [])
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

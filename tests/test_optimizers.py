@@ -86,7 +86,7 @@ def test_fused_group_step_equals_the_plain_prox_of_each_target(seed):
     exactly on the zero groups (tests/fused_step_case.py; the JAX and PyTorch
     backends run it in test_backends.py)."""
     result = fused_step_case.check(seed)
-    assert len(result["zero_groups"]) == 3
+    assert len(result["zero_groups"]) == 4
 
 
 def apply_step(optimizer, grads, variables, compiled):

@@ -6,10 +6,10 @@ the host's launches (ResNet50 on a GPU) pays for every one. Here every
 `GroupLasso` target of one penalty takes its step together, in raw torch
 under `no_grad`:
 
-    r_i = ||member_i[:, j, :]||_2 per neuron j     one reduction per kernel; the
+    r_i = ||member_i[:, j, :]||_2^2 per neuron j   one reduction per kernel; the
                                                      vectors (bias, gamma, beta) in
                                                      one concatenation
-    ||w_j|| = sqrt(sum_i r_i^2)                      one index_add for all layers
+    ||w_j|| = sqrt(sum_i r_i)                        one index_add for all layers
     f_j = max(0, 1 - t * s_j / ||w_j||) * mask_j     `prox.group_shrink_factors`, once
     member_i *= f (broadcast over rows, cols)        one `_foreach_mul_` for all
     slot *= (f > 0)                                  one `_foreach_mul_`, on the targets
@@ -97,6 +97,21 @@ def batches(entries, penalties):
     return result
 
 
+def neuron_sums_of_squares(view):
+    """``sum over rows and cols of view**2`` for a (rows, n, cols) view: shape (n,).
+
+    The fastest form depends on the device (measured on VGG16's kernels and a
+    4608x512 one): on a GPU `vector_norm`'s one fused pass (0.37 ms for all of
+    VGG16's kernels on an H200, against 0.83 ms for a square, then a sum); on
+    the CPU the square, then a sum over the contiguous axis first (0.4 ms for
+    the 4608x512 kernel, against 4.2 ms for `vector_norm` over axes (0, 2)).
+    """
+    if view.is_cuda:
+        return torch.linalg.vector_norm(view, dim=(0, 2)).square()
+    squares = view.square()
+    return squares.sum(2).sum(0) if view.shape[2] > 1 else squares[:, :, 0].sum(0)
+
+
 @torch.no_grad()
 def group_step(batch, threshold, reset_momentum):
     """Apply the group-lasso prox (and momentum reset) to every target of `batch`."""
@@ -105,12 +120,12 @@ def group_step(batch, threshold, reset_momentum):
     index, weights, target_of = batch.constants(device, dtype)
     views = [m.variable.value.view(m.pre, m.n, m.post) for m, _ in batch.members]
     vectors = len(batch.vectors)
-    parts = [torch.linalg.vector_norm(v, dim=(0, 2)) for v in views[vectors:]]
+    parts = [neuron_sums_of_squares(v) for v in views[vectors:]]
     if vectors:
-        parts.insert(0, torch.cat([v.view(-1) for v in views[:vectors]]))
+        parts.insert(0, torch.cat([v.view(-1) for v in views[:vectors]]).square())
     total = sum(batch.sizes)
     squares = torch.zeros(total, device=device, dtype=dtype)
-    squares.index_add_(0, index, torch.cat(parts).square())
+    squares.index_add_(0, index, torch.cat(parts))
     threshold = torch.as_tensor(threshold, device=device, dtype=dtype)
     factors = prox.group_shrink_factors(torch.sqrt(squares), threshold * weights)
     if any(batch.masked):

@@ -148,11 +148,14 @@ def _add_size_flags(parser, channel_multiple_help):
     parser.add_argument(
         "--channel-multiple", type=_bounded(int, 1), default=1, metavar="M", help=channel_multiple_help
     )
-    parser.add_argument(
-        "--open-dim-size", type=_bounded(int, 1), default=None, metavar="N",
-        help="count MACs with each dimension the model leaves open (None in an input shape, such as a "
-        "sequence length) at N; a --macs budget on such a model needs it",
+    _add_open_dim_size_flag(
+        parser, "count MACs with each dimension the model leaves open (None in an input shape, such as "
+        "a sequence length) at N; a --macs budget on such a model needs it",
     )
+
+
+def _add_open_dim_size_flag(parser, help):
+    parser.add_argument("--open-dim-size", type=_bounded(int, 1), default=None, metavar="N", help=help)
 
 
 def _compact(model, args, path, sample_data=None):
@@ -445,6 +448,10 @@ def _add_bench_command(subparsers):
         default=[1, 0],
         help="interpreter thread counts; 0 means all cores (default: 1 0)",
     )
+    _add_open_dim_size_flag(
+        parser, "time the model, and count its MACs, with each dimension its input leaves open (such as "
+        "a sequence length) at N; such a model needs it",
+    )
     _add_quantize_options(parser)
     parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
     parser.set_defaults(handler=_run_bench)
@@ -474,8 +481,9 @@ def _run_bench(args):
             quantize=args.quantize,
             representative_data=inputs,
             model=model,
+            open_dim_size=args.open_dim_size,
         )
-    except ValueError as error:  # an unreadable .tflite, a model export cannot verify
+    except ValueError as error:  # an unreadable .tflite, a model export cannot verify, an open shape
         raise CliError(str(error)) from None
     sizes = [f"{result['tflite_bytes']:,} bytes as .tflite"]
     if "keras_bytes" in result:  # converted here, so its dtype is known
@@ -490,7 +498,8 @@ def _run_bench(args):
         f"{threads} thread{'s' if threads > 1 else ''}: {us:,.1f} us"
         for threads, us in result["latency_us"].items()
     )
-    print(f"latency, batch {args.batch_size}, median of {args.runs} runs: {latencies}")
+    at_size = f", open dimensions at {args.open_dim_size}" if args.open_dim_size else ""
+    print(f"latency, batch {args.batch_size}{at_size}, median of {args.runs} runs: {latencies}")
     if args.json:
         with _writing("--json", args.json):
             _files().write_json(args.json, result)

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 
+import keras
 import numpy as np
 
 from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
@@ -173,7 +174,8 @@ def exporting(
     )
     if calibration is not None:
         check_inputs(model, calibration, "representative_data")
-    samples = _verification_samples(model, sample_data, calibration)
+        calibration = _in_input_dtype(model, calibration)
+    samples = _in_input_dtype(model, _verification_samples(model, sample_data, calibration))
     if labels is not None and len(labels) != len(samples):
         raise ValueError(
             f"labels has {len(labels)} entries for {len(samples)} samples: "
@@ -270,7 +272,8 @@ def run_tflite(model_path, inputs):
     batch before tensors are allocated.
     """
     interpreter = tflite_interpreter(model_path, inputs.shape)
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs)
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], inputs.astype(detail["dtype"], copy=False))
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
@@ -362,7 +365,30 @@ def _verification_samples(model, sample_data, calibration):
             f"The model's input shape {model.inputs[0].shape} has unknown "
             "dimensions beyond the batch: pass sample_data= to verify on."
         )
-    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    return random_inputs(shape, model.inputs[0].dtype)
+
+
+def random_inputs(shape, dtype="float32"):
+    """Seeded inputs of `shape` where no data is given, to verify or to time on.
+
+    Random normal float32 values; for an integer `dtype` (token ids), random
+    0s and 1s: ids that every vocabulary of two or more has, where a random
+    normal value cast to an integer could be negative.
+    """
+    rng = np.random.default_rng(0)
+    if keras.backend.is_int_dtype(dtype):
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _in_input_dtype(model, samples):
+    """`samples` (float32, as `as_input_array` reads them) in an integer input's own dtype.
+
+    An exported model's signature keeps the input's dtype: a SavedModel or
+    TFLite model with token-id inputs refuses float32 values.
+    """
+    dtype = model.inputs[0].dtype
+    return samples.astype(dtype) if keras.backend.is_int_dtype(dtype) else samples
 
 
 def _convert(saved_model_dir, quantize, calibration):

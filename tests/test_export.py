@@ -70,6 +70,30 @@ def test_float32_round_trip_matches_keras(tmp_path, format):
                                      "max_abs_diff", "max_rel_diff"}
 
 
+def token_model(length=12, seed=0):
+    """Token ids in (int32, of `length`, None for any), an embedding, a pooled classifier."""
+    keras.utils.set_random_seed(seed)
+    ids = keras.Input((length,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(ids)
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(16, activation="relu")(x))
+    return keras.Model(ids, keras.layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize("format", ["saved_model", "tflite"])
+def test_token_id_model_exports_verified(tmp_path, format):
+    """An integer input keeps its dtype through export, and its check runs on
+    valid ids: by default ids 0 and 1, else the samples given (as ints)."""
+    model = token_model()
+    path = str(tmp_path / ("model.tflite" if format == "tflite" else "model"))
+    report = keras_compact.export(model, path, format=format)
+    assert report.max_rel_diff <= 1e-4
+    ids = np.random.default_rng(1).integers(0, 50, size=(5, 12)).astype("int32")
+    actual = run_tflite(path, ids) if format == "tflite" else run_saved_model(path, ids)
+    np.testing.assert_allclose(actual, model(ids), atol=1e-5)
+    report = keras_compact.export(model, path, format=format, sample_data=ids)
+    assert report.max_rel_diff <= 1e-4
+
+
 @pytest.mark.parametrize("quantize", ["float16", "int8"])
 def test_quantized_tflite_keeps_classes_and_shrinks(tmp_path, digits, quantize):
     model, x_train, x_test, y_test = digits
@@ -272,3 +296,27 @@ def test_cli_refuses_unsafe_or_incomplete_exports(tmp_path, capsys, extra, messa
 def test_cli_bench_of_a_missing_file(tmp_path, capsys):
     assert cli.main(["bench", str(tmp_path / "missing.tflite")]) == 2
     assert "missing.tflite': no such file" in capsys.readouterr().err
+
+
+def test_bench_of_a_model_of_open_length_needs_the_length(tmp_path, capsys):
+    """TFLite reports an open dimension as 1: without a size, the bench would
+    time one token. It is refused, then timed and counted at the size given,
+    for the .keras model and for its .tflite."""
+    model = token_model(length=None)
+    model_path = str(tmp_path / "tokens.keras")
+    model.save(model_path)
+    tflite_path = str(tmp_path / "tokens.tflite")
+    keras_compact.export(model, tflite_path, format="tflite", sample_data=np.ones((4, 9), "int32"))
+    for path in (model_path, tflite_path):
+        with pytest.raises(ValueError, match=r"\(batch, None\) leaves a dimension open.*--open-dim-size N"):
+            benchmark(path, threads=(1,), runs=1)
+        assert cli.main(["bench", path, "--runs", "1", "--threads", "1"]) == 2
+        assert "--open-dim-size N" in capsys.readouterr().err
+    short, long = (benchmark(model_path, threads=(1,), runs=3, open_dim_size=n) for n in (8, 64))
+    assert short["multiply_adds"] == multiply_adds(model, 8) > 0
+    assert long["multiply_adds"] == multiply_adds(model, 64)
+    assert long["multiply_adds"] - short["multiply_adds"] == (64 - 8) * 8 * 16  # the per-token Dense
+    assert long["open_dim_size"] == 64
+    assert benchmark(tflite_path, threads=(1,), runs=3, open_dim_size=8)["latency_us"][1] > 0
+    assert cli.main(["bench", model_path, "--runs", "2", "--threads", "1", "--open-dim-size", "16"]) == 0
+    assert "latency, batch 1, open dimensions at 16, median of 2 runs" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from keras_compact.compaction.report import multiply_adds
 from keras_compact.exporter import NUM_VERIFICATION_SAMPLES
 from keras_compact.exporter import export
 from keras_compact.exporter import random_inputs
+from keras_compact.exporter import tflite_input_detail
 from keras_compact.exporter import tflite_interpreter
 from keras_compact.graph import check_open_dim_size
 
@@ -32,8 +33,7 @@ def tflite_latency(model_path, *, num_threads=1, batch_size=1, runs=100, warmup=
     if num_threads is not None:
         _check_count("num_threads", num_threads)
     open_dim_size = check_open_dim_size(open_dim_size, "tflite_latency")
-    probe = tflite_interpreter(model_path)
-    input_detail = probe.get_input_details()[0]
+    input_detail = tflite_input_detail(model_path)
     shape = [batch_size] + _sized(input_detail["shape_signature"][1:], open_dim_size, model_path)
     interpreter = tflite_interpreter(model_path, shape, num_threads)
     dtype = input_detail["dtype"]

@@ -278,9 +278,26 @@ def run_tflite(model_path, inputs):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def tflite_interpreter(model_path, input_shape=None, num_threads=None):
+def tflite_interpreter(model_path, input_shape, num_threads=None):
     """An `ai_edge_litert` interpreter for a one-input `model_path`, its
-    input resized to `input_shape` (if given) and its tensors allocated."""
+    input resized to `input_shape` and its tensors allocated."""
+    interpreter = _read_tflite(model_path, num_threads)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(input_shape))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_input_detail(model_path):
+    """The input's details (`dtype`, `shape_signature`, ...) of a one-input `model_path`.
+
+    Its tensors are not allocated: that would run shape inference at the
+    default size of an open dimension, 1, where a model of open length may
+    not run at all (a 'valid' convolution wider than one token).
+    """
+    return _read_tflite(model_path).get_input_details()[0]
+
+
+def _read_tflite(model_path, num_threads=None):
     # Imported here: ai_edge_litert is the optional `export` extra.
     from ai_edge_litert.interpreter import Interpreter
 
@@ -297,9 +314,6 @@ def tflite_interpreter(model_path, input_shape=None, num_threads=None):
             f"{model_path} has {len(inputs)} inputs; only one-input models "
             "are supported."
         )
-    if input_shape is not None:
-        interpreter.resize_tensor_input(inputs[0]["index"], list(input_shape))
-    interpreter.allocate_tensors()
     return interpreter
 
 

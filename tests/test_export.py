@@ -71,11 +71,12 @@ def test_float32_round_trip_matches_keras(tmp_path, format):
 
 
 def token_model(length=12, seed=0):
-    """Token ids in (int32, of `length`, None for any), an embedding, a pooled classifier."""
+    """Token ids in (int32, of `length`, None for any), an embedding, a 'valid' conv
+    of width 3 (so at least 3 tokens), a pooled classifier."""
     keras.utils.set_random_seed(seed)
     ids = keras.Input((length,), dtype="int32")
     x = keras.layers.Embedding(50, 8)(ids)
-    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(16, activation="relu")(x))
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(16, 3, activation="relu")(x))
     return keras.Model(ids, keras.layers.Dense(3)(x))
 
 
@@ -300,8 +301,9 @@ def test_cli_bench_of_a_missing_file(tmp_path, capsys):
 
 def test_bench_of_a_model_of_open_length_needs_the_length(tmp_path, capsys):
     """TFLite reports an open dimension as 1: without a size, the bench would
-    time one token. It is refused, then timed and counted at the size given,
-    for the .keras model and for its .tflite."""
+    time one token (here it could not even run: the conv needs 3). It is
+    refused, then timed and counted at the size given, for the .keras model
+    and for its .tflite."""
     model = token_model(length=None)
     model_path = str(tmp_path / "tokens.keras")
     model.save(model_path)
@@ -315,7 +317,7 @@ def test_bench_of_a_model_of_open_length_needs_the_length(tmp_path, capsys):
     short, long = (benchmark(model_path, threads=(1,), runs=3, open_dim_size=n) for n in (8, 64))
     assert short["multiply_adds"] == multiply_adds(model, 8) > 0
     assert long["multiply_adds"] == multiply_adds(model, 64)
-    assert long["multiply_adds"] - short["multiply_adds"] == (64 - 8) * 8 * 16  # the per-token Dense
+    assert long["multiply_adds"] - short["multiply_adds"] == (64 - 8) * 3 * 8 * 16  # the conv, per token
     assert long["open_dim_size"] == 64
     assert benchmark(tflite_path, threads=(1,), runs=3, open_dim_size=8)["latency_us"][1] > 0
     assert cli.main(["bench", model_path, "--runs", "2", "--threads", "1", "--open-dim-size", "16"]) == 0

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 
 from keras_compact.compaction.report import multiply_adds
+from keras_compact.compaction.verify import random_batch
 from keras_compact.exporter import NUM_VERIFICATION_SAMPLES
 from keras_compact.exporter import export
-from keras_compact.exporter import random_inputs
 from keras_compact.exporter import tflite_input_detail
 from keras_compact.exporter import tflite_interpreter
 from keras_compact.graph import check_open_dim_size
@@ -21,8 +21,8 @@ def tflite_latency(model_path, *, num_threads=1, batch_size=1, runs=100, warmup=
     """Median wall time of one `invoke()` of a .tflite model, in seconds.
 
     The interpreter is `ai_edge_litert`'s, with its default XNNPACK delegate,
-    on seeded random inputs (`exporter.random_inputs`: latency does not
-    depend on the values).
+    on seeded random normal inputs, or zeros for an integer input (token ids:
+    an id every vocabulary has); latency does not depend on the values.
     The first `warmup` calls are not timed: they pay for delegate set-up and
     cold caches. A model whose input leaves a dimension open (a sequence
     length) is timed with it at `open_dim_size`, which it then needs.
@@ -37,7 +37,11 @@ def tflite_latency(model_path, *, num_threads=1, batch_size=1, runs=100, warmup=
     shape = [batch_size] + _sized(input_detail["shape_signature"][1:], open_dim_size, model_path)
     interpreter = tflite_interpreter(model_path, shape, num_threads)
     dtype = input_detail["dtype"]
-    interpreter.set_tensor(input_detail["index"], random_inputs(shape, dtype).astype(dtype, copy=False))
+    if np.issubdtype(dtype, np.integer):
+        inputs = np.zeros(shape, dtype)
+    else:
+        inputs = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    interpreter.set_tensor(input_detail["index"], inputs)
     for _ in range(warmup):
         interpreter.invoke()
     times = []
@@ -119,10 +123,10 @@ def benchmark(
     if model is None:
         model = keras.saving.load_model(model_path, compile=False)
     # Checked before the export, which would ask for sample data instead.
-    shape = _sized(tuple(model.inputs[0].shape[1:]), open_dim_size, model_path)
+    _sized(tuple(model.inputs[0].shape[1:]), open_dim_size, model_path)
     sample_data = None
-    if representative_data is None:
-        sample_data = random_inputs((NUM_VERIFICATION_SAMPLES, *shape), model.inputs[0].dtype)
+    if representative_data is None and open_dim_size is not None:
+        sample_data = random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES, unknown_size=open_dim_size)
     with tempfile.TemporaryDirectory() as scratch:
         tflite_path = os.path.join(scratch, "model.tflite")
         export(

@@ -23,6 +23,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_compact.compaction.verify import random_batch
 from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
 from keras_compact.numerics import relative_difference
 
@@ -379,20 +380,7 @@ def _verification_samples(model, sample_data, calibration):
             f"The model's input shape {model.inputs[0].shape} has unknown "
             "dimensions beyond the batch: pass sample_data= to verify on."
         )
-    return random_inputs(shape, model.inputs[0].dtype)
-
-
-def random_inputs(shape, dtype="float32"):
-    """Seeded inputs of `shape` where no data is given, to verify or to time on.
-
-    Random normal float32 values; for an integer `dtype` (token ids), random
-    0s and 1s: ids that every vocabulary of two or more has, where a random
-    normal value cast to an integer could be negative.
-    """
-    rng = np.random.default_rng(0)
-    if keras.backend.is_int_dtype(dtype):
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    return rng.standard_normal(shape, dtype=np.float32)
+    return random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES)
 
 
 def _in_input_dtype(model, samples):

@@ -83,7 +83,8 @@ def token_model(length=12, seed=0):
 @pytest.mark.parametrize("format", ["saved_model", "tflite"])
 def test_token_id_model_exports_verified(tmp_path, format):
     """An integer input keeps its dtype through export, and its check runs on
-    valid ids: by default ids 0 and 1, else the samples given (as ints)."""
+    valid ids: by default any id of the Embedding that reads it, else the
+    samples given."""
     model = token_model()
     path = str(tmp_path / ("model.tflite" if format == "tflite" else "model"))
     report = keras_compact.export(model, path, format=format)

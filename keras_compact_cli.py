@@ -256,10 +256,12 @@ def _writing(flag, path, writer=None):
 def _add_common_options(parser):
     parser.add_argument("--unsafe", action="store_true", help="allow Lambda layers (runs code from the file)")
     parser.add_argument(
-        "--atol", type=_bounded(float, 0), default=1e-5, help="verification tolerance, absolute (>= 0)"
+        "--atol", type=_bounded(float, 0), default=None,
+        help="verification tolerance, absolute (>= 0; default 1e-5, or 4 epsilons of a half-precision model)",
     )
     parser.add_argument(
-        "--rtol", type=_bounded(float, 0), default=1e-4, help="verification tolerance, relative (>= 0)"
+        "--rtol", type=_bounded(float, 0), default=None,
+        help="verification tolerance, relative (>= 0; default 1e-4, or 4 epsilons of a half-precision model)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison of the two models")
     factorize = parser.add_mutually_exclusive_group()

@@ -520,3 +520,46 @@ def test_the_report_groups_barriers_by_reason_and_names_a_group_by_its_real_barr
     table = report.table()
     assert "barrier 'embed': an input has no known channel axis" in table
     assert "barrier 'norm': LayerNormalization mixes channels" in table
+
+
+def _half_precision_convnet(policy):
+    """Two convs computing under `policy`, the first with 8 dead filters whose
+    constant relu(bias) folds into the second's bias; a float32 head."""
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(32, 3, activation="relu", name="c1")(inputs)
+        x = keras.layers.Conv2D(32, 3, activation="relu", name="c2")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="out", dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
+    kernel = keras.ops.convert_to_numpy(model.get_layer("c1").kernel).copy()
+    kernel[..., :8] = 0
+    model.get_layer("c1").kernel.assign(kernel)
+    return model
+
+
+def test_a_half_precision_model_is_verified_at_its_own_precision():
+    """float16 rounding moves this model's outputs by about 2e-4 once its
+    layers are rebuilt (a folded bias is added once instead of per position):
+    the float32 defaults (1e-5 + 1e-4 * scale) called that a bug. The
+    defaults now rise to 4 epsilons of the narrowest compute dtype; a
+    tolerance given is used as given."""
+    model = _half_precision_convnet("mixed_float16")
+    assert keras_compact.compaction.verify.verification_tolerances(model) == (4 * 2.0**-10,) * 2
+    compact_model, report = keras_compact.compact(model)
+    assert compact_model.get_layer("c1").compute_dtype == "float16"  # the policy is kept
+    assert compact_model.get_layer("c1").filters == 24
+    assert 0 < report.max_rel_diff <= 4 * 2.0**-10
+    with pytest.raises(CompactionError, match="rtol=1e-06"):
+        keras_compact.compact(model, atol=1e-6, rtol=1e-6)
+    float32_model = _half_precision_convnet("float32")
+    assert keras_compact.compaction.verify.verification_tolerances(float32_model) == (1e-5, 1e-4)
+    bfloat16_model = _half_precision_convnet("mixed_bfloat16")
+    assert keras_compact.compaction.verify.verification_tolerances(bfloat16_model) == (4 * 2.0**-7,) * 2

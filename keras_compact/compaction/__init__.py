@@ -25,6 +25,7 @@ from keras_compact.compaction.factorize import factorize as factorize_model
 from keras_compact.compaction.rebuild import diagnose_clones, rebuild
 from keras_compact.compaction.report import CompactionReport, LayerReport, add_factorizations, make_report
 from keras_compact.compaction.verify import CompactionError, check_finite_weights, random_batch
+from keras_compact.compaction.verify import verification_tolerances
 from keras_compact.compaction.verify import verify as verify_models
 from keras_compact.registry import spec_for
 
@@ -71,8 +72,8 @@ def compact(
     model,
     *,
     sample_data=None,
-    atol=1e-5,
-    rtol=1e-4,
+    atol=None,
+    rtol=None,
     verify=True,
     seed=0,
     factorize="auto",
@@ -99,7 +100,10 @@ def compact(
         sample_data: optional inputs (as `model(...)` takes them) on which the
             two models are compared too, beside a random batch.
         atol, rtol: tolerance of the comparison: for each output,
-            max |a - b| <= atol + rtol * max(1, max |a|).
+            max |a - b| <= atol + rtol * max(1, max |a|). By default 1e-5 and
+            1e-4, or for a model that computes in half precision 4 machine
+            epsilons of it (`mixed_float16`: 3.9e-3; `mixed_bfloat16`:
+            3.1e-2), the size of its own rounding.
         verify: compare the two models (raise `CompactionError` if they differ).
         seed: seed of the random batch.
         factorize: split layers whose kernels have low rank into two thin
@@ -124,8 +128,11 @@ def compact(
     open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "compact")
     factorize_layers = _layers_to_factorize(model, factorize)
     for name, value in (("atol", atol), ("rtol", rtol), ("rank_rtol", rank_rtol)):
+        if value is None and name != "rank_rtol":
+            continue
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    atol, rtol = verification_tolerances(model, atol, rtol)
     check_finite_weights(model)
     source, expansions = _expanded(model, sample_data, atol, rtol, seed, verify)
     graph = graph_lib.build_graph(source)

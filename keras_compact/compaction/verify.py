@@ -28,6 +28,43 @@ def check_finite_weights(model):
             )
 
 
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
+# How many machine epsilons of a half-precision compute dtype the defaults
+# rise to: a rebuilt layer sums in another order (and a folded bias adds once
+# what was added per position), which in float16 alone moves an output by
+# about one epsilon of its scale; 4 leaves room for a deep net's accumulation.
+HALF_PRECISION_EPSILONS = 4
+# The float dtypes Keras computes in that NumPy has no `finfo` for.
+_NON_NUMPY_EPSILONS = {"bfloat16": 2.0**-7, "float8_e4m3fn": 2.0**-3, "float8_e5m2": 2.0**-2}
+
+
+def verification_tolerances(model, atol=None, rtol=None):
+    """(atol, rtol) for comparing `model` with its compact copy.
+
+    The ones given; else 1e-5 and 1e-4, each raised to 4 machine epsilons
+    of the narrowest float any layer of `model` computes in: under
+    `mixed_float16` 3.9e-3 (epsilon 2**-10), under `mixed_bfloat16` 3.1e-2
+    (2**-7). The float32 defaults would call float16 rounding a bug.
+    """
+    coarsest = max(_compute_epsilons(model), default=0.0)
+    floor = HALF_PRECISION_EPSILONS * coarsest if coarsest > np.finfo("float32").eps else 0.0
+    return (
+        max(DEFAULT_ATOL, floor) if atol is None else atol,
+        max(DEFAULT_RTOL, floor) if rtol is None else rtol,
+    )
+
+
+def _compute_epsilons(model):
+    """Machine epsilon of each float compute dtype of `model`'s layers (nested models too)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _compute_epsilons(layer)
+            continue
+        dtype = keras.backend.standardize_dtype(layer.compute_dtype)
+        if keras.backend.is_float_dtype(dtype):
+            yield _NON_NUMPY_EPSILONS.get(dtype) or float(np.finfo(dtype).eps)
+
+
 def _id_bounds(model):
     """Input index -> the smallest `input_dim` of the Embeddings that read that input directly."""
     try:

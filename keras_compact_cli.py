@@ -701,8 +701,11 @@ def main(argv=None):
         return 130
     except (ValueError, RuntimeError) as error:
         from keras_compact.compaction import CompactionError
-        from keras_compact.exporter import ExportVerificationError
+        from keras_compact.exporter import ExportConversionError, ExportVerificationError
 
+        if isinstance(error, ExportConversionError):
+            # The input model is one TFLite cannot hold: bad input, nothing written.
+            return _error(error, 2)
         if not isinstance(error, (CompactionError, ExportVerificationError)):
             raise
         # A result that is not what the model computes is never written.

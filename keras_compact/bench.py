@@ -11,6 +11,7 @@ import numpy as np
 from keras_compact.compaction.report import multiply_adds
 from keras_compact.compaction.verify import random_batch
 from keras_compact.exporter import NUM_VERIFICATION_SAMPLES
+from keras_compact.exporter import ExportConversionError
 from keras_compact.exporter import export
 from keras_compact.exporter import tflite_input_detail
 from keras_compact.exporter import tflite_interpreter
@@ -129,14 +130,17 @@ def benchmark(
         sample_data = random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES, unknown_size=open_dim_size)
     with tempfile.TemporaryDirectory() as scratch:
         tflite_path = os.path.join(scratch, "model.tflite")
-        export(
-            model,
-            tflite_path,
-            format="tflite",
-            quantize=quantize,
-            representative_data=representative_data,
-            sample_data=sample_data,
-        )
+        try:
+            export(
+                model,
+                tflite_path,
+                format="tflite",
+                quantize=quantize,
+                representative_data=representative_data,
+                sample_data=sample_data,
+            )
+        except ExportConversionError as error:
+            raise ExportConversionError(f"{model_path}: {error}") from None
         result = _benchmark_tflite(tflite_path, threads, batch_size, runs, open_dim_size)
     result.update(
         keras_bytes=os.path.getsize(model_path),

@@ -23,7 +23,9 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_compact.compaction.verify import computes_in_half_precision
 from keras_compact.compaction.verify import random_batch
+from keras_compact.compaction.verify import verification_tolerances
 from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
 from keras_compact.numerics import relative_difference
 
@@ -189,6 +191,12 @@ def exporting(
             f"verification inputs, so no export to {path} can be verified: check "
             "the model's weights and the inputs."
         )
+    if format == "tflite" and computes_in_half_precision(model):
+        # TFLite's builtins have no float16 convolutions or matrix products:
+        # the .tflite computes in float32, and is checked against the model
+        # rebuilt to compute in float32 (itself checked against the model).
+        model = _in_float32(model, samples, expected)
+        expected = np.asarray(model(samples, training=False), dtype=np.float32)
 
     writer = atomic_directory if format == "saved_model" else atomic_path
     # The intermediate SavedModel and whatever TensorFlow's exporter and
@@ -393,6 +401,49 @@ def _in_input_dtype(model, samples):
     return samples.astype(dtype) if keras.backend.is_int_dtype(dtype) else samples
 
 
+def _in_float32(model, samples, expected):
+    """`model` rebuilt with every layer computing in float32, the same weights.
+
+    Checked against `model` on `samples` (its outputs `expected`) at the
+    tolerance of the model's own precision (`verification_tolerances`).
+    """
+
+    def in_float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    rebuilt = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    rebuilt.set_weights(model.get_weights())
+    actual = np.asarray(rebuilt(samples, training=False), dtype=np.float32)
+    atol, rtol = verification_tolerances(model)
+    difference = float(np.max(np.abs(actual - expected)))
+    if not difference <= atol + rtol * max(1.0, float(np.max(np.abs(expected)))):
+        raise ExportVerificationError(
+            f"The model computes in half precision, which TFLite cannot: rebuilt to compute in "
+            f"float32 for TFLite, it differs from itself by {difference:.3g}, beyond its own "
+            f"rounding (atol={atol:.3g}, rtol={rtol:.3g}); nothing was written. A layer whose "
+            "get_config() omits an argument rebuilds into another layer."
+        )
+    return rebuilt
+
+
+def _conversion_failure(error):
+    """The first lines of `error` that say why: the converter's message is pages of MLIR
+    diagnostics, `<unknown>:0: error: loc(<where in the graph>): <why>`, one per failed op."""
+    reasons = []
+    for line in str(error).splitlines():
+        if "error:" not in line:
+            continue
+        reason = line.split("error:", 1)[1].strip()
+        if reason.startswith("loc("):
+            reason = reason.rsplit("): ", 1)[-1]
+        reasons.append(reason)
+    return "; ".join(list(dict.fromkeys(reasons))[:2]) or str(error).strip().splitlines()[0]
+
+
+class ExportConversionError(ValueError):
+    """The TFLite converter cannot express the model with builtin ops."""
+
+
 def _convert(saved_model_dir, quantize, calibration):
     import tensorflow as tf
 
@@ -414,7 +465,16 @@ def _convert(saved_model_dir, quantize, calibration):
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8
         ]
-    return converter.convert()
+    try:
+        return converter.convert()
+    except Exception as error:  # noqa: BLE001 - the converter's ConverterError is not public API
+        reason = _conversion_failure(error)
+        raise ExportConversionError(
+            "TFLite cannot convert the model with builtin ops only "
+            f"({type(error).__name__}: {reason[:500]}). Nothing was written. Export a SavedModel "
+            "instead, or replace the layer that needs that op (a recurrent layer, say, with a "
+            "convolution or attention)."
+        ) from None
 
 
 def _compare(expected, actual, labels, format, quantize, path, size_bytes):

@@ -12,6 +12,7 @@ import keras_compact
 from keras_compact.bench import benchmark
 from keras_compact.compaction.report import multiply_adds
 import keras_compact_cli as cli
+from keras_compact.exporter import ExportConversionError
 from keras_compact.exporter import ExportVerificationError
 from keras_compact.exporter import as_input_array
 from keras_compact.exporter import run_tflite
@@ -323,3 +324,73 @@ def test_bench_of_a_model_of_open_length_needs_the_length(tmp_path, capsys):
     assert benchmark(tflite_path, threads=(1,), runs=3, open_dim_size=8)["latency_us"][1] > 0
     assert cli.main(["bench", model_path, "--runs", "2", "--threads", "1", "--open-dim-size", "16"]) == 0
     assert "latency, batch 1, open dimensions at 16, median of 2 runs" in capsys.readouterr().out
+
+
+def _mixed_float16_convnet(scaled_layer=None):
+    """A small convnet built under mixed_float16 (float32 head), biases nonzero."""
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 1))
+        x = keras.layers.Conv2D(6, 3, activation="relu", bias_initializer="ones")(inputs)
+        if scaled_layer is not None:
+            x = scaled_layer(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_a_mixed_precision_model_exports_to_tflite_in_float32(tmp_path):
+    """TFLite's builtins have no float16 convolutions: the .tflite computes in
+    float32, checked against the model rebuilt in float32 (itself checked
+    against the model at its own precision); a SavedModel keeps float16."""
+    model = _mixed_float16_convnet()
+    path = str(tmp_path / "m.tflite")
+    report = keras_compact.export(model, path, format="tflite")
+    assert report.max_rel_diff <= 1e-4
+    x = np.random.default_rng(3).standard_normal((4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(run_tflite(path, x), model(x), atol=4 * 2.0**-10)
+    assert keras_compact.export(model, str(tmp_path / "sm")).max_rel_diff <= 1e-4
+    assert model.layers[1].compute_dtype == "float16"  # the model itself is untouched
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class ForgetfulScale(keras.layers.Layer):
+    """Multiplies by `factor`, which its get_config forgets (a custom layer's usual bug)."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return super().get_config()  # without `factor` (the default one would hold it)
+
+
+def test_a_half_precision_model_that_does_not_rebuild_is_not_exported(tmp_path):
+    model = _mixed_float16_convnet(ForgetfulScale(3.0))
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ExportVerificationError, match="rebuilt to compute in float32 for TFLite, it differs"):
+        keras_compact.export(model, str(path), format="tflite")
+    assert not path.exists()
+
+
+def test_a_model_tflite_cannot_convert_is_one_clear_error(tmp_path, capsys):
+    """An LSTM needs ops outside TFLite's builtins: `ExportConversionError`
+    names the op; on the command line, one line and exit status 2, nothing
+    written."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 8))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(16)(inputs)))
+    with pytest.raises(ExportConversionError, match=r"builtin ops only \(ConverterError: 'tf\.TensorList"):
+        keras_compact.export(model, str(tmp_path / "m.tflite"), format="tflite")
+    model_path = str(tmp_path / "lstm.keras")
+    model.save(model_path)
+    out = tmp_path / "out.keras"
+    assert cli.main(["compact", model_path, str(out), "--tflite", str(tmp_path / "o.tflite")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "'tf.TensorListReserve' op" in error
+    assert not out.exists() and not (tmp_path / "o.tflite").exists() and not (tmp_path / "m.tflite").exists()

@@ -46,12 +46,18 @@ def verification_tolerances(model, atol=None, rtol=None):
     `mixed_float16` 3.9e-3 (epsilon 2**-10), under `mixed_bfloat16` 3.1e-2
     (2**-7). The float32 defaults would call float16 rounding a bug.
     """
-    coarsest = max(_compute_epsilons(model), default=0.0)
-    floor = HALF_PRECISION_EPSILONS * coarsest if coarsest > np.finfo("float32").eps else 0.0
+    floor = 0.0
+    if computes_in_half_precision(model):
+        floor = HALF_PRECISION_EPSILONS * max(_compute_epsilons(model))
     return (
         max(DEFAULT_ATOL, floor) if atol is None else atol,
         max(DEFAULT_RTOL, floor) if rtol is None else rtol,
     )
+
+
+def computes_in_half_precision(model):
+    """Whether some layer of `model` computes in a float narrower than float32."""
+    return max(_compute_epsilons(model), default=0.0) > np.finfo("float32").eps
 
 
 def _compute_epsilons(model):

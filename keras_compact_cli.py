@@ -346,11 +346,17 @@ def _check_export_options(args):
     return _calibration(args)
 
 
-def _write_outputs(args, compact_model, report, inputs, labels):
+def _write_outputs(args, compact_model, report, inputs, labels, sample_data=None):
     """Writes OUT.keras, the exports and the report under temporary names,
     runs and verifies the exports, and only then moves all of them into place
-    (in reverse order, OUT.keras last); returns the export reports."""
+    (in reverse order, OUT.keras last); returns the export reports.
+
+    The exports are checked on the representative data, else on
+    `sample_data`, else on random inputs (at --open-dim-size where the
+    input leaves a dimension open)."""
     from keras_compact.exporter import exporting
+
+    checked_on = {"sample_data": inputs, "labels": labels} if inputs is not None else {"sample_data": sample_data}
 
     exports = [
         ("--saved-model", args.saved_model, {"format": "saved_model"}),
@@ -366,7 +372,9 @@ def _write_outputs(args, compact_model, report, inputs, labels):
         compact_model.save(temporary)
         for flag, path, options in exports:
             if path:
-                writer = exporting(compact_model, path, sample_data=inputs, labels=labels, **options)
+                writer = exporting(
+                    compact_model, path, open_dim_size=args.open_dim_size, **checked_on, **options
+                )
                 reports.append(stack.enter_context(_writing(flag, path, writer)))
         if args.report:
             temporary = stack.enter_context(_writing("--report", args.report, _files().atomic_path(args.report)))
@@ -401,7 +409,7 @@ def _run_compact(args):
     _check_fits(model, sample_data, "--sample-data", args.sample_data)
     _check_fits(model, inputs, "--representative-data", args.representative_data)
     compact_model, report = _compact(model, args, args.input, sample_data)
-    for export_report in _write_outputs(args, compact_model, report, inputs, labels):
+    for export_report in _write_outputs(args, compact_model, report, inputs, labels, sample_data):
         print(export_report.summary())
     print(
         f"{args.input} -> {args.output}: parameters {report.params_before:,} -> "

@@ -9,8 +9,6 @@ import keras
 import numpy as np
 
 from keras_compact.compaction.report import multiply_adds
-from keras_compact.compaction.verify import random_batch
-from keras_compact.exporter import NUM_VERIFICATION_SAMPLES
 from keras_compact.exporter import ExportConversionError
 from keras_compact.exporter import export
 from keras_compact.exporter import tflite_input_detail
@@ -123,11 +121,8 @@ def benchmark(
         )
     if model is None:
         model = keras.saving.load_model(model_path, compile=False)
-    # Checked before the export, which would ask for sample data instead.
+    # Checked before the export, whose message would not speak of timing.
     _sized(tuple(model.inputs[0].shape[1:]), open_dim_size, model_path)
-    sample_data = None
-    if representative_data is None and open_dim_size is not None:
-        sample_data = random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES, unknown_size=open_dim_size)
     with tempfile.TemporaryDirectory() as scratch:
         tflite_path = os.path.join(scratch, "model.tflite")
         try:
@@ -137,7 +132,7 @@ def benchmark(
                 format="tflite",
                 quantize=quantize,
                 representative_data=representative_data,
-                sample_data=sample_data,
+                open_dim_size=open_dim_size,
             )
         except ExportConversionError as error:
             raise ExportConversionError(f"{model_path}: {error}") from None

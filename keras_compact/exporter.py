@@ -26,6 +26,7 @@ import numpy as np
 from keras_compact.compaction.verify import computes_in_half_precision
 from keras_compact.compaction.verify import random_batch
 from keras_compact.compaction.verify import verification_tolerances
+from keras_compact.graph import check_open_dim_size
 from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
 from keras_compact.numerics import relative_difference
 
@@ -104,6 +105,7 @@ def export(
     sample_data=None,
     labels=None,
     rtol=1e-4,
+    open_dim_size=None,
 ):
     """Exports `model` to `path` and checks the artefact against the model.
 
@@ -123,7 +125,11 @@ def export(
             inputs or `(inputs, labels)` batches. The first
             `NUM_CALIBRATION_SAMPLES` are used.
         sample_data: inputs to verify on (same forms). Defaults to the
-            representative data, else to seeded random normal inputs.
+            representative data, else to seeded random inputs
+            (`compaction.verify.random_batch`: normal floats, valid token ids).
+        open_dim_size: for a model whose input leaves a dimension open (a
+            sequence length) and no inputs given: the random inputs' size
+            there.
         labels: integer class labels of `sample_data`, to report accuracy.
         rtol: float32 exports must satisfy `max_rel_diff <= rtol`
             (`numerics.relative_difference`: relative to the output's scale).
@@ -142,7 +148,7 @@ def export(
             float32 export differs from the model by more than `rtol`.
     """
     with exporting(
-        model, path, format, quantize, representative_data, sample_data, labels, rtol
+        model, path, format, quantize, representative_data, sample_data, labels, rtol, open_dim_size
     ) as report:
         return report
 
@@ -157,6 +163,7 @@ def exporting(
     sample_data=None,
     labels=None,
     rtol=1e-4,
+    open_dim_size=None,
 ):
     """`export` in two steps: on entry the artefact is written beside `path`
     under a temporary name, run and verified, and its `ExportReport` yielded;
@@ -178,7 +185,8 @@ def exporting(
     if calibration is not None:
         check_inputs(model, calibration, "representative_data")
         calibration = _in_input_dtype(model, calibration)
-    samples = _in_input_dtype(model, _verification_samples(model, sample_data, calibration))
+    open_dim_size = check_open_dim_size(open_dim_size, "export")
+    samples = _in_input_dtype(model, _verification_samples(model, sample_data, calibration, open_dim_size))
     if labels is not None and len(labels) != len(samples):
         raise ValueError(
             f"labels has {len(labels)} entries for {len(samples)} samples: "
@@ -375,20 +383,21 @@ def _check_arguments(model, format, quantize, representative_data, rtol):
         )
 
 
-def _verification_samples(model, sample_data, calibration):
+def _verification_samples(model, sample_data, calibration, open_dim_size):
     if sample_data is not None:
         samples = as_input_array(sample_data)
         check_inputs(model, samples, "sample_data")
         return samples
     if calibration is not None:
         return calibration[:NUM_VERIFICATION_SAMPLES]
-    shape = (NUM_VERIFICATION_SAMPLES,) + tuple(model.inputs[0].shape[1:])
-    if None in shape:
+    if None in model.inputs[0].shape[1:] and open_dim_size is None:
         raise ValueError(
-            f"The model's input shape {model.inputs[0].shape} has unknown "
-            "dimensions beyond the batch: pass sample_data= to verify on."
+            f"The model's input shape {model.inputs[0].shape} leaves a dimension open (a sequence "
+            "length, say): give inputs to check the export on, sample_data= (on the command line "
+            "--sample-data FILE or --representative-data FILE), or open_dim_size=N for random "
+            "ones of that size (--open-dim-size N)."
         )
-    return random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES)
+    return random_batch(model, batch_size=NUM_VERIFICATION_SAMPLES, unknown_size=open_dim_size)
 
 
 def _in_input_dtype(model, samples):

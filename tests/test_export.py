@@ -394,3 +394,24 @@ def test_a_model_tflite_cannot_convert_is_one_clear_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "'tf.TensorListReserve' op" in error
     assert not out.exists() and not (tmp_path / "o.tflite").exists() and not (tmp_path / "m.tflite").exists()
+
+
+def test_exports_of_a_model_of_open_length_check_on_inputs_of_a_size(tmp_path, capsys):
+    """Random check inputs need a size for the open dimension: given as
+    open_dim_size (--open-dim-size), or by the inputs given (--sample-data)."""
+    model = token_model(length=None)
+    with pytest.raises(ValueError, match=r"sample_data= .*--sample-data FILE.*open_dim_size=N"):
+        keras_compact.export(model, str(tmp_path / "m.tflite"), format="tflite")
+    report = keras_compact.export(model, str(tmp_path / "m.tflite"), format="tflite", open_dim_size=10)
+    assert report.max_rel_diff <= 1e-4 and report.num_samples == 64
+    model_path = str(tmp_path / "tokens.keras")
+    model.save(model_path)
+    ids = np.random.default_rng(0).integers(0, 50, size=(6, 9)).astype("int32")
+    np.save(tmp_path / "ids.npy", ids)
+    base = ["compact", model_path, str(tmp_path / "out.keras"), "--tflite", str(tmp_path / "out.tflite")]
+    assert cli.main(base) == 2
+    assert "--open-dim-size N" in capsys.readouterr().err
+    for extra in (["--open-dim-size", "16"], ["--sample-data", str(tmp_path / "ids.npy")]):
+        assert cli.main(base + extra) == 0
+        out = capsys.readouterr().out
+        assert "tflite -> " in out and f"on {64 if '--open-dim-size' in extra else 6} samples" in out

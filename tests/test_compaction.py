@@ -563,3 +563,19 @@ def test_a_half_precision_model_is_verified_at_its_own_precision():
     assert keras_compact.compaction.verify.verification_tolerances(float32_model) == (1e-5, 1e-4)
     bfloat16_model = _half_precision_convnet("mixed_bfloat16")
     assert keras_compact.compaction.verify.verification_tolerances(bfloat16_model) == (4 * 2.0**-7,) * 2
+
+
+def test_report_says_which_layers_its_mac_total_leaves_out():
+    """Over an open sequence length a conv's MACs are unknown: the totals count
+    it as 0, and the report names it, until open_dim_size counts it."""
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(100, 16)(inputs)
+    x = keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(8, 3, name="conv")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8, name="fc")(x)))
+    _, report = keras_compact.compact(model)
+    assert report.macs_uncounted == ["conv"]
+    assert report.macs_before == 8 * 8 + 8 * 2  # the two Dense layers alone
+    assert "MACs counted without 'conv'" in report.table() and "--open-dim-size N" in report.table()
+    _, report = keras_compact.compact(model, open_dim_size=16)
+    assert report.macs_uncounted == [] and "counted without" not in report.table()
+    assert report.macs_before == 14 * 3 * 16 * 8 + 8 * 8 + 8 * 2

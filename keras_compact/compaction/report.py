@@ -39,9 +39,12 @@ def multiply_adds(model, open_dim_size=None):
     return _total(macs_by_layer(graph_lib.build_graph_at(model, open_dim_size)))
 
 
-def layers_of_unknown_macs(graph):
-    """Names of the layers of `graph` whose multiply-adds depend on a dimension left open."""
-    totals = macs_by_layer(graph)
+def layers_of_unknown_macs(graph, totals=None):
+    """Names of the layers of `graph` whose multiply-adds depend on a dimension left open.
+
+    `totals`: `macs_by_layer(graph)`, where the caller has it already.
+    """
+    totals = macs_by_layer(graph) if totals is None else totals
     return list(dict.fromkeys(call.name for call in graph.calls if totals[id(call.layer)] is None))
 
 
@@ -76,6 +79,9 @@ class CompactionReport:
     factorized: list = dataclasses.field(default_factory=list)  # Factorization.to_dict()
     expanded: list = dataclasses.field(default_factory=list)  # expand.Expansion as dicts
     folded_branches: list = dataclasses.field(default_factory=list)  # constant_branches.BranchFold as dicts
+    # Layers whose MACs depend on a dimension the model leaves open (counted 0
+    # in macs_before/macs_after): compact(open_dim_size=N) counts them.
+    macs_uncounted: list = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -113,6 +119,14 @@ class CompactionReport:
             f"MMACs {_mega(self.macs_before)} -> {_mega(self.macs_after)} "
             f"({_ratio(self.macs_after, self.macs_before)})"
         )
+        if self.macs_uncounted:
+            shown = ", ".join(f"'{name}'" for name in self.macs_uncounted[:_NAMES_SHOWN])
+            hidden = len(self.macs_uncounted) - _NAMES_SHOWN
+            more = f" and {hidden} more" if hidden > 0 else ""
+            lines.append(
+                f"MACs counted without {shown}{more}, which run once per position of a dimension the "
+                "model leaves open: give open_dim_size=N (--open-dim-size N) to count them"
+            )
         if self.max_abs_diff is not None:
             lines.append(
                 f"verified: max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}"
@@ -190,10 +204,12 @@ def _folded_away(entry):
 def make_report(model, graph, analysis, rebuilt, weights, open_dim_size=None):
     new_graph = graph_lib.build_graph(rebuilt.model)
     if open_dim_size is None:
-        macs_before, macs_after = macs_by_layer(graph), macs_by_layer(new_graph)
+        counted_graph = graph
+        macs_after = macs_by_layer(new_graph)
     else:
-        macs_before = macs_by_layer(graph_lib.build_graph_at(model, open_dim_size))
+        counted_graph = graph_lib.build_graph_at(model, open_dim_size)
         macs_after = macs_by_layer(graph_lib.build_graph_at(rebuilt.model, open_dim_size))
+    macs_before = macs_by_layer(counted_graph)
     present = {id(call.layer) for call in new_graph.calls}
     layers, seen = [], set()
     for call in graph.calls:
@@ -240,6 +256,7 @@ def make_report(model, graph, analysis, rebuilt, weights, open_dim_size=None):
         params_after=int(rebuilt.model.count_params()),
         macs_before=_total(macs_before),
         macs_after=_total(macs_after),
+        macs_uncounted=layers_of_unknown_macs(counted_graph, macs_before),
         layers=layers,
         # A barrier that only fed a folded constant branch is gone with it.
         barriers={

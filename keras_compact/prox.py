@@ -31,7 +31,7 @@ def soft_threshold(x, threshold):
         x: a tensor.
         threshold: a non-negative scalar `t`.
     """
-    threshold = ops.cast(threshold, x.dtype)
+    threshold = ops.convert_to_tensor(threshold, dtype=x.dtype)
     return ops.sign(x) * ops.maximum(ops.abs(x) - threshold, 0.0)
 
 
@@ -60,7 +60,7 @@ def group_soft_threshold_factors(blocks, threshold, group_weights=None):
     """
     dtype = blocks[0].dtype
     norms = group_norms(blocks)
-    thresholds = ops.cast(threshold, dtype) * ops.ones_like(norms)
+    thresholds = ops.convert_to_tensor(threshold, dtype=dtype) * ops.ones_like(norms)
     if group_weights is not None:
         thresholds = thresholds * ops.cast(group_weights, dtype)
     return group_shrink_factors(norms, thresholds)
@@ -130,6 +130,11 @@ def singular_value_threshold(x, threshold):
     switched on for it alone (`jax.enable_x64`, also inside a compiled step).
     A float64 X (whose Gram matrix float64 could not resolve) takes the SVD.
 
+    A zero column (or row) of X is zero in the solution too (X e_j = 0 puts
+    e_j in the kernel of every right singular vector that survives), but the
+    computed eigenvectors hold ~1e-16 there, which would bring a dead neuron
+    back at 1e-15: zero columns and rows of X are kept exactly zero.
+
     Args:
         x: a matrix (m, n).
         threshold: a non-negative scalar t.
@@ -137,9 +142,18 @@ def singular_value_threshold(x, threshold):
     # einsum, not matmul, and relu, not maximum: Keras's torch matmul and
     # maximum return float32 for float64 inputs.
     dtype = standardize_dtype(x.dtype)
+    nonzero = ops.cast(x != 0, dtype)
+    keep = ops.minimum(
+        ops.max(nonzero, axis=1, keepdims=True), ops.max(nonzero, axis=0, keepdims=True)
+    )
+    return _svt_unmasked(x, threshold, dtype) * keep
+
+
+def _svt_unmasked(x, threshold, dtype):
+    """`singular_value_threshold` without the exact zeros of its zero rows and columns."""
     if dtype == "float64":
         u, s, vt = ops.svd(x, full_matrices=False)
-        s = ops.relu(s - ops.cast(threshold, s.dtype))
+        s = ops.relu(s - ops.convert_to_tensor(threshold, dtype=s.dtype))
         return ops.einsum("ik,kj->ij", u * ops.expand_dims(s, 0), vt)
     wide = x.shape[0] < x.shape[1]
     x = ops.transpose(x) if wide else x
@@ -147,7 +161,7 @@ def singular_value_threshold(x, threshold):
         x64 = ops.cast(x, "float64")
         eigenvalues, vectors = ops.eigh(ops.einsum("ij,ik->jk", x64, x64))
         singular_values = ops.sqrt(ops.relu(eigenvalues))
-        thresholds = ops.cast(threshold, "float64") * ops.ones_like(singular_values)
+        thresholds = ops.convert_to_tensor(threshold, dtype="float64") * ops.ones_like(singular_values)
         factors = group_shrink_factors(singular_values, thresholds)
         shrink = ops.einsum("ik,jk->ij", vectors * ops.expand_dims(factors, 0), vectors)
         result = ops.matmul(ops.cast(x, "float32"), ops.cast(shrink, "float32"))

@@ -64,6 +64,24 @@ def check(shape, condition, dtype):
     return True
 
 
+def check_zero_slices(shape, dtype):
+    """Zero columns (dead neurons) and zero rows stay exactly zero, also at a
+    threshold of 0 (the identity): the computed eigenvectors' ~1e-16 there
+    must not bring them back; the rest is NumPy's SVT."""
+    if dtype == "float64" and not float64_arrays():
+        return False
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=shape).astype(dtype)
+    x[:, 1::5] = 0
+    x[2::7, :] = 0
+    u, s, vt = np.linalg.svd(x.astype("float64"), full_matrices=False)
+    for t in (0.0, float(np.median(s))):
+        got = _np(prox.singular_value_threshold(keras.ops.convert_to_tensor(x), t))
+        assert np.all(got[:, 1::5] == 0) and np.all(got[2::7, :] == 0)
+        np.testing.assert_allclose(got, (u * np.maximum(s - t, 0)) @ vt, atol=50 * np.finfo(dtype).eps * s[0])
+    return True
+
+
 if __name__ == "__main__":
     ran = [
         [list(shape), condition, dtype]
@@ -72,4 +90,6 @@ if __name__ == "__main__":
         for dtype in ("float32", "float64")
         if check(shape, condition, dtype)
     ]
+    ran += [[list(shape), "zero slices", dtype] for shape in SHAPES for dtype in ("float32", "float64")
+            if check_zero_slices(shape, dtype)]
     print(json.dumps({"backend": keras.backend.backend(), "ran": ran}))

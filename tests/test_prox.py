@@ -140,6 +140,14 @@ def test_singular_value_threshold_optimality(x, t):
 
 
 @pytest.mark.parametrize("shape", svt_case.SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_svt_keeps_zero_columns_and_rows_exactly_zero(shape, dtype):
+    """A dead neuron (a zero column) stays dead through a low-rank step
+    (tests/svt_case.py; test_backends.py runs it under JAX and PyTorch)."""
+    assert svt_case.check_zero_slices(shape, dtype)
+
+
+@pytest.mark.parametrize("shape", svt_case.SHAPES)
 @pytest.mark.parametrize("condition", svt_case.CONDITIONS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_singular_value_threshold_on_ill_conditioned_rank_deficient_kernels(shape, condition, dtype):

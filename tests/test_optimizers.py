@@ -381,3 +381,17 @@ def test_mirrored_strategy_matches_one_device():
     kernel = mirrored.get_layer("fc").kernel.value
     replicas = [v.numpy() for v in kernel.values]
     np.testing.assert_array_equal(replicas[0], replicas[1])
+
+
+@pytest.mark.parametrize("optimizer_class", [kc.ProxSGD, kc.ProxAdam])
+def test_moving_averages_with_penalties_are_refused(optimizer_class):
+    """With use_ema, Keras replaces the weights with their moving averages at
+    the end of fit; those are never exactly sparse, so every dead neuron would
+    come back (a budget reported met would not be). Without penalties the
+    optimizer is the base one, and EMA is fine."""
+    with pytest.raises(ValueError, match="use_ema=True with penalties is not supported"):
+        optimizer_class(0.01, penalties=[kc.GroupLasso(1e-3)], use_ema=True)
+    plain = optimizer_class(0.01, use_ema=True)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(plain, "mse")
+    model.fit(np.ones((8, 3)), np.ones((8, 2)), verbose=0)

@@ -33,7 +33,8 @@ class ProxAdam(ProximalMixin, adapter.backend_optimizer_class(keras.optimizers.A
             built, as its `get_config` saves them, so that `load_model`
             rebuilds them without looking for the model; leave it None.
         name: None lets Keras name it uniquely (`prox_sgd`, `prox_sgd_1`, ...).
-        **kwargs: the base optimizer arguments.
+        **kwargs: the base optimizer arguments (not `use_ema` with penalties,
+            as for `ProxSGD`).
     """
 
     def __init__(

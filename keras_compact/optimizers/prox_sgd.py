@@ -34,7 +34,9 @@ class ProxSGD(ProximalMixin, adapter.backend_optimizer_class(keras.optimizers.SG
             rebuilds them without looking for the model; leave it None.
         name: None lets Keras name it uniquely (`prox_sgd`, `prox_sgd_1`, ...).
         **kwargs: the base optimizer arguments (`weight_decay`, `clipnorm`,
-            `global_clipnorm`, `use_ema`, `gradient_accumulation_steps`...).
+            `global_clipnorm`, `gradient_accumulation_steps`...; not
+            `use_ema` with penalties: the moving averages that replace the
+            weights at the end of fit are never exactly sparse).
 
     Example:
 

@@ -154,6 +154,16 @@ class ProximalMixin(adapter.PostUpdateHook):
         owner = type(self).__name__
         _check_learning_rate(owner, learning_rate)
         self.penalties = _deserialize_penalties(penalties, owner)
+        if self.use_ema and self.penalties:
+            # Keras replaces the weights with their moving averages at the end
+            # of fit (and every ema_overwrite_frequency steps); an average of
+            # a group that died is small, never zero.
+            raise ValueError(
+                f"{owner}: use_ema=True with penalties is not supported: at the end of fit Keras "
+                "replaces the weights with their moving averages, which the prox does not act on, "
+                "so no neuron would stay exactly zero and compact() would remove none. Train "
+                "without use_ema."
+            )
         self.reset_momentum = bool(reset_momentum)
         self._proximal = _ProximalState(saved_groups=resolved_groups)
 

@@ -144,6 +144,8 @@ def compress(
         A `CompressResult`.
     """
     loss, metrics = loss_and_metrics(model, loss)
+    for data, what in ((train_data, "train_data (--train-data)"), (validation_data, "validation_data (--validation-data)")):
+        _check_class_labels(model, loss, data, what)
     finetune_epochs = epochs // 2 if finetune_epochs is None else finetune_epochs
     fit_data = _as_fit_arguments(train_data, batch_size)
     stage = {} if work_dir is None else _stages(work_dir)
@@ -194,6 +196,35 @@ def compress(
         metrics_after=_evaluate(compact_model, validation_data, batch_size),
         budget={"params": params, "macs": macs},
     )
+
+
+def _check_class_labels(model, loss, data, what):
+    """Refuse (x, y) arrays whose labels a sparse categorical loss cannot take.
+
+    Checked before training: out of range, they fail deep inside `fit` (a
+    backend error, a traceback on the command line) or, on some backends,
+    train on garbage. A `tf.data.Dataset` is not read ahead for this.
+    """
+    name = loss if isinstance(loss, str) else getattr(loss, "name", getattr(loss, "__name__", ""))
+    if not isinstance(data, (tuple, list)) or "sparse_categorical" not in str(name) or len(model.outputs) != 1:
+        return
+    labels = np.asarray(data[1])
+    classes = model.outputs[0].shape[-1]
+    if labels.size == 0 or classes is None:
+        return
+    if labels.ndim > 1 and labels.shape[-1] > 1:
+        raise ValueError(
+            f"{what} holds labels of shape {labels.shape[1:]} per sample, but {name} takes one class "
+            "index per sample: one-hot labels need loss=categorical_crossentropy (--loss)."
+        )
+    whole = np.issubdtype(labels.dtype, np.integer) or bool(np.all(np.mod(labels, 1) == 0))
+    low, high = labels.min(), labels.max()
+    if not whole or low < 0 or high >= classes:
+        kind = "class indices" if whole else "non-integer values"
+        raise ValueError(
+            f"{what} holds labels from {low:g} to {high:g} ({kind}), but the model has {classes} "
+            f"outputs and {name} takes class indices 0 to {classes - 1}: give labels in that range."
+        )
 
 
 def _penalties(model, strength):

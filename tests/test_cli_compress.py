@@ -21,6 +21,8 @@ def files(tmp_path_factory):
     np.savez(folder / "test.npz", x=x[1400:], y=y[1400:])
     np.savez(folder / "no_labels.npz", x=x[:100])
     np.savez(folder / "wrong_shape.npz", x=x[:100, :4], y=y[:100])
+    np.savez(folder / "labels_out_of_range.npz", x=x[:100], y=y[:100] + 5)
+    np.savez(folder / "one_hot.npz", x=x[:100], y=np.eye(10)[y[:100]])
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -90,6 +92,12 @@ def test_compress_end_to_end_meets_the_budget_and_leaves_the_input_alone(files, 
         (["--params", "0.5", "--train-data", "mnist"], r"names a tensorflow-datasets dataset: add --data-dir"),
         (["--params", "0.5", "--train-data", "mnist", "--data-dir", "{tmp}"], r"is not prepared in --data-dir.*tfds build mnist"),
         (["--params", "0.5", "--train-data", "{files}/wrong_shape.npz"], r"--train-data"),
+        (["--params", "0.5", "--train-data", "{files}/labels_out_of_range.npz"],
+         r"train_data \(--train-data\) holds labels from 5 to 14 \(class indices\), but the model has 10 outputs"),
+        (["--params", "0.5", "--validation-data", "{files}/labels_out_of_range.npz"],
+         r"validation_data \(--validation-data\) holds labels from 5 to 14"),
+        (["--params", "0.5", "--train-data", "{files}/one_hot.npz"],
+         r"holds labels of shape \(10,\) per sample.*one-hot labels need loss=categorical_crossentropy"),
         (["--params", "0.5", "--tflite", "{tmp}"], r"--tflite '.*' is a folder"),
         (["--params", "0.5", "--work-dir", "{files}/test.npz"], r"--work-dir '.*' is an existing file, not a folder"),
     ],

@@ -28,7 +28,7 @@ from keras_compact.compaction.verify import random_batch
 from keras_compact.compaction.verify import verification_tolerances
 from keras_compact.graph import check_open_dim_size
 from keras_compact.files import atomic_directory, atomic_path, check_writable, temporary_files_in
-from keras_compact.numerics import relative_difference
+from keras_compact.numerics import relative_difference, within_tolerance
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = (None, "float16", "int8")
@@ -42,6 +42,10 @@ NUM_VERIFICATION_SAMPLES = 64
 
 class ExportVerificationError(RuntimeError):
     """An exported artefact computes something other than the Keras model."""
+
+
+class ExportConversionError(ValueError):
+    """The TFLite converter cannot express the model with builtin ops."""
 
 
 @dataclasses.dataclass
@@ -145,7 +149,11 @@ def export(
             not finite on the verification inputs.
         OSError: `path` cannot be written (checked before any work).
         ExportVerificationError: the artefact's outputs are not finite, or a
-            float32 export differs from the model by more than `rtol`.
+            float32 export differs from the model by more than `rtol` (or a
+            half-precision model rebuilt in float32 for TFLite differs from
+            itself beyond its own rounding).
+        ExportConversionError: TFLite's builtin ops cannot express the model
+            (a `ValueError`; it names the op).
     """
     with exporting(
         model, path, format, quantize, representative_data, sample_data, labels, rtol, open_dim_size
@@ -424,8 +432,8 @@ def _in_float32(model, samples, expected):
     rebuilt.set_weights(model.get_weights())
     actual = np.asarray(rebuilt(samples, training=False), dtype=np.float32)
     atol, rtol = verification_tolerances(model)
-    difference = float(np.max(np.abs(actual - expected)))
-    if not difference <= atol + rtol * max(1.0, float(np.max(np.abs(expected)))):
+    if not within_tolerance(expected, actual, atol, rtol):
+        difference = float(np.max(np.abs(actual - expected)))
         raise ExportVerificationError(
             f"The model computes in half precision, which TFLite cannot: rebuilt to compute in "
             f"float32 for TFLite, it differs from itself by {difference:.3g}, beyond its own "
@@ -447,10 +455,6 @@ def _conversion_failure(error):
             reason = reason.rsplit("): ", 1)[-1]
         reasons.append(reason)
     return "; ".join(list(dict.fromkeys(reasons))[:2]) or str(error).strip().splitlines()[0]
-
-
-class ExportConversionError(ValueError):
-    """The TFLite converter cannot express the model with builtin ops."""
 
 
 def _convert(saved_model_dir, quantize, calibration):

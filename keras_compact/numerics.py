@@ -18,6 +18,14 @@ def relative_difference(expected, actual):
     return float(np.max(np.abs(actual - expected))) / scale
 
 
+def within_tolerance(expected, actual, atol, rtol):
+    """Whether max |actual - expected| <= atol + rtol * max(1, max |expected|): the
+    test `compact`'s verification and export's float32 rebuild are held to."""
+    expected = np.asarray(expected, dtype="float64")
+    difference = float(np.max(np.abs(np.asarray(actual, dtype="float64") - expected)))
+    return difference <= atol + rtol * max(1.0, float(np.max(np.abs(expected))))
+
+
 def outputs_differ(expected, actual, atol=1e-5, rtol=1e-4):
     """Whether two lists of output arrays differ in shape or beyond `np.allclose(atol, rtol)`.
 

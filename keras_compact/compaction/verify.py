@@ -5,7 +5,7 @@ import numpy as np
 
 from keras_compact import _keras_adapter as adapter
 from keras_compact import graph as graph_lib
-from keras_compact.numerics import relative_difference
+from keras_compact.numerics import relative_difference, within_tolerance
 
 
 class CompactionError(ValueError):
@@ -155,7 +155,7 @@ def verify(original, compact, *, sample_data=None, atol=1e-5, rtol=1e-4, seed=0,
             difference = float(np.max(np.abs(a - b))) if np.all(np.isfinite(b)) else float("inf")
             relative = relative_difference(a, b) if np.isfinite(difference) else float("inf")
             max_abs, max_rel = max(max_abs, difference), max(max_rel, relative)
-            if not difference <= atol + rtol * max(1.0, float(np.max(np.abs(a)))):
+            if not within_tolerance(a, b, atol, rtol):
                 blame = diagnose(data) if diagnose is not None else ""
                 raise CompactionError(
                     f"Compaction of model '{original.name}' is not exact on {what}: outputs "

@@ -144,8 +144,8 @@ def compress(
         A `CompressResult`.
     """
     loss, metrics = loss_and_metrics(model, loss)
-    for data, what in ((train_data, "train_data (--train-data)"), (validation_data, "validation_data (--validation-data)")):
-        _check_class_labels(model, loss, data, what)
+    _check_class_labels(model, loss, train_data, "train_data (--train-data)")
+    _check_class_labels(model, loss, validation_data, "validation_data (--validation-data)")
     finetune_epochs = epochs // 2 if finetune_epochs is None else finetune_epochs
     fit_data = _as_fit_arguments(train_data, batch_size)
     stage = {} if work_dir is None else _stages(work_dir)

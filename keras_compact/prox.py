@@ -139,8 +139,6 @@ def singular_value_threshold(x, threshold):
         x: a matrix (m, n).
         threshold: a non-negative scalar t.
     """
-    # einsum, not matmul, and relu, not maximum: Keras's torch matmul and
-    # maximum return float32 for float64 inputs.
     dtype = standardize_dtype(x.dtype)
     nonzero = ops.cast(x != 0, dtype)
     keep = ops.minimum(
@@ -151,6 +149,8 @@ def singular_value_threshold(x, threshold):
 
 def _svt_unmasked(x, threshold, dtype):
     """`singular_value_threshold` without the exact zeros of its zero rows and columns."""
+    # einsum, not matmul, and relu, not maximum: Keras's torch matmul and
+    # maximum return float32 for float64 inputs.
     if dtype == "float64":
         u, s, vt = ops.svd(x, full_matrices=False)
         s = ops.relu(s - ops.convert_to_tensor(threshold, dtype=s.dtype))

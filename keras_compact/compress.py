@@ -6,6 +6,8 @@ the model's weights with ProxSGD under a `BudgetController`, compact it
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 
 import keras
@@ -148,7 +150,20 @@ def compress(
     _check_class_labels(model, loss, validation_data, "validation_data (--validation-data)")
     finetune_epochs = epochs // 2 if finetune_epochs is None else finetune_epochs
     fit_data = _as_fit_arguments(train_data, batch_size)
-    stage = {} if work_dir is None else _stages(work_dir)
+    run = {
+        "budget": {"params": params, "macs": macs},
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "momentum": momentum,
+        "strength": strength,
+        "channel_multiple": channel_multiple,
+        "open_dim_size": open_dim_size,
+        "loss": str(loss),
+        "model": _fingerprint(w for w in model.get_weights()),
+        "train_data": _fingerprint(train_data) if isinstance(train_data, (tuple, list)) else None,
+    }
+    stage = {} if work_dir is None else _stages(work_dir, run)
 
     before = _evaluate(_compiled(_copy(model), loss, metrics), validation_data, batch_size)
     controller = BudgetController(
@@ -242,10 +257,50 @@ def _compiled(model, loss, metrics):
     return model
 
 
-def _stages(work_dir):
+def _stages(work_dir, run):
+    """The stage files of `work_dir`, for the run described by `run`.
+
+    A work dir resumes only the run that made it: `run.json` records what
+    the stages depend on (budget, schedule, the input's weights, array
+    training data), and a run that differs is refused, since its finished
+    stages would be reused as if they were this run's (a new budget would
+    get the old one's model).
+    """
     os.makedirs(work_dir, exist_ok=True)
-    return {
+    stages = {
         "trained": os.path.join(work_dir, "trained.keras"),
         "train_backup": os.path.join(work_dir, "train_backup"),
         "finetune_backup": os.path.join(work_dir, "finetune_backup"),
     }
+    record = os.path.join(work_dir, "run.json")
+    run = json.loads(json.dumps(run))  # as it reads back: tuples as lists
+    if os.path.exists(record):
+        with open(record, encoding="utf-8") as file:
+            saved = json.load(file)
+        changed = sorted(key for key in set(run) | set(saved) if run.get(key) != saved.get(key))
+        if changed:
+            raise ValueError(
+                f"work_dir '{work_dir}' (--work-dir) holds a run made with other {', '.join(changed)}: "
+                "its finished stages are not this run's. Give another work dir, or remove this one "
+                "to start over."
+            )
+    elif any(os.path.exists(path) for path in stages.values()):
+        raise ValueError(
+            f"work_dir '{work_dir}' (--work-dir) holds stages of a run that did not record its "
+            "configuration: give another work dir, or remove this one to start over."
+        )
+    else:
+        with atomic_path(record) as temporary:
+            with open(temporary, "w", encoding="utf-8") as file:
+                json.dump(run, file, indent=1)
+    return stages
+
+
+def _fingerprint(arrays):
+    """A SHA-256 of arrays' shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(np.asarray(array))
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

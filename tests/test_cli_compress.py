@@ -77,6 +77,15 @@ def test_compress_end_to_end_meets_the_budget_and_leaves_the_input_alone(files, 
         "--params", "0.25", "--epochs", "4", "--finetune-epochs", "0", "--quiet", "--work-dir", work,
     ) == 0
     assert os.stat(trained).st_mtime_ns == stamp
+    # Another budget does not reuse that run's stages: its model would break the new budget.
+    other = tmp_path / "other.keras"
+    assert run(
+        files, "compress", source, other, "--train-data", files / "train.npz",
+        "--params", "0.1", "--epochs", "4", "--quiet", "--work-dir", work,
+    ) == 2
+    error = capsys.readouterr().err
+    assert "holds a run made with other budget" in error and "--work-dir" in error, error
+    assert not other.exists() and os.stat(trained).st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize(

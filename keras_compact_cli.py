@@ -99,7 +99,9 @@ def _load_arrays(path, flag):
     """(inputs, labels or None) from a .npy or .npz file named by `flag`.
 
     A .npy holds the inputs of a one-input model. A .npz holds either `x`
-    (and integer labels `y`), or one array per model input, in input order.
+    (and integer labels `y`), or one array per model input: named as the
+    inputs of a model that takes a dict of them, else in input order
+    (`_check_fits` arranges them as the model takes them).
     """
     import numpy as np
 
@@ -118,11 +120,10 @@ def _load_arrays(path, flag):
             if "x" in data.files:
                 inputs, labels = data["x"], data["y"] if "y" in data.files else None
             else:
-                arrays = [data[name] for name in data.files]
-                inputs, labels = (arrays[0] if len(arrays) == 1 else arrays), None
+                inputs, labels = {name: data[name] for name in data.files}, None
         except Exception as error:  # noqa: BLE001 - a truncated member, or pickled objects
             raise CliError(f"cannot read {flag} '{path}': {error}") from None
-    if isinstance(inputs, list) and not inputs:
+    if isinstance(inputs, dict) and not inputs:
         raise CliError(f"{flag} '{path}' holds no arrays: save the model's inputs in it.")
     if labels is not None and np.shape(labels)[:1] != np.shape(inputs)[:1]:
         raise CliError(
@@ -133,14 +134,36 @@ def _load_arrays(path, flag):
 
 
 def _check_fits(model, inputs, flag, path):
-    """Refuse `inputs` read from `path` unless they are numbers shaped for `model`."""
+    """`inputs` read from `path` as `model` takes them; refused unless they are
+    numbers shaped for it.
+
+    Arrays of a .npz named as the inputs of a model that takes a dict (a
+    keras-hub backbone's token_ids, padding_mask, ...) become that dict;
+    otherwise they are the inputs in order.
+    """
+    import keras
+
     from keras_compact.exporter import check_inputs
 
-    if inputs is not None:
+    if inputs is None:
+        return None
+    arrays = inputs
+    if isinstance(inputs, dict):
         try:
-            check_inputs(model, inputs, flag)
-        except ValueError as error:
-            raise CliError(f"{error} (in '{path}')") from None
+            structure = model.input
+        except AttributeError:  # a Sequential never called: one input, no names
+            structure = None
+        if isinstance(structure, dict) and set(inputs) == set(structure):
+            arrays = keras.tree.flatten(inputs)  # keys sorted, as model.inputs are
+        else:
+            inputs = arrays = list(inputs.values())
+            if len(inputs) == 1:
+                inputs = arrays = inputs[0]
+    try:
+        check_inputs(model, arrays, flag)
+    except ValueError as error:
+        raise CliError(f"{error} (in '{path}')") from None
+    return inputs
 
 
 def _add_size_flags(parser, channel_multiple_help):
@@ -305,7 +328,8 @@ def _add_compact_command(subparsers):
     parser.add_argument(
         "--sample-data",
         metavar="X.npy",
-        help="inputs (.npy, or .npz with one array per model input) to verify on, beside a random batch",
+        help="inputs to verify on, beside a random batch: a .npy, or a .npz with one array per model input "
+        "(named as the inputs of a model that takes a dict, such as a keras-hub backbone; else in order)",
     )
     _add_common_options(parser)
     exports = parser.add_argument_group("export (each artefact is run and compared with Keras)")
@@ -406,8 +430,8 @@ def _run_compact(args):
     inputs, labels = _check_export_options(args)
     sample_data, _ = _load_arrays(args.sample_data, "--sample-data")
     model = _load_model(args.input, unsafe=args.unsafe)
-    _check_fits(model, sample_data, "--sample-data", args.sample_data)
-    _check_fits(model, inputs, "--representative-data", args.representative_data)
+    sample_data = _check_fits(model, sample_data, "--sample-data", args.sample_data)
+    inputs = _check_fits(model, inputs, "--representative-data", args.representative_data)
     compact_model, report = _compact(model, args, args.input, sample_data)
     for export_report in _write_outputs(args, compact_model, report, inputs, labels, sample_data):
         print(export_report.summary())
@@ -481,7 +505,7 @@ def _run_bench(args):
     inputs, _ = _calibration(args)
     model = _load_model(args.model, unsafe=args.unsafe) if args.model.endswith(".keras") else None
     if model is not None:
-        _check_fits(model, inputs, "--representative-data", args.representative_data)
+        inputs = _check_fits(model, inputs, "--representative-data", args.representative_data)
     try:
         result = benchmark(
             args.model,
@@ -656,7 +680,7 @@ def _run_compress(args):
     model = _load_model(args.input, unsafe=args.unsafe, compile=True)
     if isinstance(train, tuple):
         _check_fits(model, train[0], "--train-data", args.train_data)
-    _check_fits(model, inputs, "--representative-data", args.representative_data)
+    inputs = _check_fits(model, inputs, "--representative-data", args.representative_data)
 
     from keras_compact.compress import compress
 

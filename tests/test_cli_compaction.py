@@ -172,3 +172,24 @@ def test_channel_multiple_and_no_factorize_options(saved, tmp_path):
         ("out", 2),
     ]
     assert report["factorized"] == []
+
+
+def test_sample_data_npz_named_as_the_inputs_of_a_dict_model(tmp_path, capsys):
+    """A model that takes a dict of inputs (as keras-hub backbones do) gets the
+    .npz arrays by name, whatever their order in the file; a model that takes
+    a list gets them in file order."""
+    keras.utils.set_random_seed(0)
+    inputs = {"ids": keras.Input((6,), dtype="int32", name="ids"), "scale": keras.Input((1,), name="scale")}
+    x = keras.layers.Flatten()(keras.layers.Embedding(20, 4)(inputs["ids"]))
+    x = keras.layers.Dense(8, activation="relu")(x) * inputs["scale"]
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    path = str(tmp_path / "dict.keras")
+    model.save(path)
+    rng = np.random.default_rng(0)
+    # Saved "scale" first: by position the ids would be read as scales.
+    np.savez(tmp_path / "named.npz", scale=rng.random((5, 1)).astype("float32"),
+             ids=rng.integers(0, 20, (5, 6)).astype("int32"))
+    assert cli.main(["compact", path, str(tmp_path / "out.keras"), "--sample-data", str(tmp_path / "named.npz")]) == 0
+    np.savez(tmp_path / "misnamed.npz", a=np.zeros((5, 1), "float32"), b=np.zeros((5, 6), "int32"))
+    assert cli.main(["compact", path, str(tmp_path / "out2.keras"), "--sample-data", str(tmp_path / "misnamed.npz")]) == 2
+    assert "--sample-data" in capsys.readouterr().err

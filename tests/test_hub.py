@@ -261,6 +261,8 @@ def test_macs_of_a_keras_hub_model_are_counted_at_a_given_sequence_length():
     per_block = 4 * tokens * HIDDEN * HIDDEN + 2 * tokens * tokens * HIDDEN + 2 * tokens * HIDDEN * FFN
     assert keras_compact.projected_size(model, open_dim_size=tokens)[1] == 2 * per_block + HIDDEN * HIDDEN
     assert keras_compact.projected_size(model)[1] == HIDDEN * HIDDEN  # the blocks' MACs are unknown
+    # multiply_adds counts the blocks as expanded too (whole, they are no Dense or conv: it read 0).
+    assert keras_compact.multiply_adds(model, tokens) == 2 * per_block + HIDDEN * HIDDEN
     model.compile(keras_compact.ProxSGD(0.05, penalties=[keras_compact.GroupLasso(1e-3)]), loss="mse")
     inputs, targets = _bert_regression(seed=0, samples=4)
     with pytest.raises(ValueError, match=r"transformer_layer_0.*open_dim_size=N"):

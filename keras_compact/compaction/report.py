@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 
 from keras_compact import graph as graph_lib
+from keras_compact.compaction.expand import expand_model
 from keras_compact.registry import has_neurons, spec_for
 
 
@@ -33,10 +34,12 @@ def multiply_adds(model, open_dim_size=None):
 
     A call whose shapes are not all known (a sequence length left None)
     counts 0, unless `open_dim_size` gives the size every open dimension
-    (but the batch) stands for.
+    (but the batch) stands for. A block that `compact` expands into stock
+    layers (keras-hub's transformers) is counted as expanded, as `compact`
+    and `projected_size` count it: whole, it is no Dense or conv call.
     """
     open_dim_size = graph_lib.check_open_dim_size(open_dim_size, "multiply_adds")
-    return _total(macs_by_layer(graph_lib.build_graph_at(model, open_dim_size)))
+    return _total(macs_by_layer(graph_lib.build_graph_at(expand_model(model)[0], open_dim_size)))
 
 
 def layers_of_unknown_macs(graph, totals=None):

@@ -720,6 +720,17 @@ def _error(error, status):
     return status
 
 
+def _quiet_half_written_files():
+    """Silence what objects left open by a signal print when they are collected.
+
+    A signal that lands inside Keras's save leaves its zip file open; when
+    that is collected, its close fails on the half-written file and Python
+    prints the traceback as "Exception ignored". The temporary is already
+    removed and the process is ending: nothing there is news.
+    """
+    sys.unraisablehook = lambda unraisable: None
+
+
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
@@ -729,8 +740,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         # The writers removed their temporaries on the way out; a traceback
         # would only say where Ctrl-C happened to land.
+        _quiet_half_written_files()
         print("keras-compact: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:  # SIGTERM while writing (and argparse's own exits)
+        _quiet_half_written_files()
+        raise
     except (ValueError, RuntimeError) as error:
         from keras_compact.compaction import CompactionError
         from keras_compact.exporter import ExportConversionError, ExportVerificationError

@@ -46,9 +46,7 @@ def verification_tolerances(model, atol=None, rtol=None):
     `mixed_float16` 3.9e-3 (epsilon 2**-10), under `mixed_bfloat16` 3.1e-2
     (2**-7). The float32 defaults would call float16 rounding a bug.
     """
-    floor = 0.0
-    if computes_in_half_precision(model):
-        floor = HALF_PRECISION_EPSILONS * max(_compute_epsilons(model))
+    floor = HALF_PRECISION_EPSILONS * _coarsest_epsilon(model) if computes_in_half_precision(model) else 0.0
     return (
         max(DEFAULT_ATOL, floor) if atol is None else atol,
         max(DEFAULT_RTOL, floor) if rtol is None else rtol,
@@ -57,18 +55,20 @@ def verification_tolerances(model, atol=None, rtol=None):
 
 def computes_in_half_precision(model):
     """Whether some layer of `model` computes in a float narrower than float32."""
-    return max(_compute_epsilons(model), default=0.0) > np.finfo("float32").eps
+    return _coarsest_epsilon(model) > np.finfo("float32").eps
 
 
-def _compute_epsilons(model):
-    """Machine epsilon of each float compute dtype of `model`'s layers (nested models too)."""
+def _coarsest_epsilon(model):
+    """The largest machine epsilon of the float compute dtypes of `model`'s layers (nested models too)."""
+    epsilons = [0.0]
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _compute_epsilons(layer)
+            epsilons.append(_coarsest_epsilon(layer))
             continue
         dtype = keras.backend.standardize_dtype(layer.compute_dtype)
         if keras.backend.is_float_dtype(dtype):
-            yield _NON_NUMPY_EPSILONS.get(dtype) or float(np.finfo(dtype).eps)
+            epsilons.append(_NON_NUMPY_EPSILONS.get(dtype) or float(np.finfo(dtype).eps))
+    return max(epsilons)
 
 
 def _id_bounds(model):
